@@ -1,0 +1,29 @@
+"""Errors with messages meant for the user: one line that says what is wrong and what to do."""
+
+
+class AnalogyError(Exception):
+    """Base class of every error `analogy` reports to its user."""
+
+
+class ConfigError(AnalogyError, ValueError):
+    """An option has a value the method cannot use."""
+
+
+class InputImageError(AnalogyError):
+    """An input image is missing, unreadable, or of a size the method cannot handle."""
+
+
+class OutputError(AnalogyError):
+    """An output cannot be written."""
+
+
+class WeightsError(AnalogyError):
+    """The VGG19 weights cannot be loaded."""
+
+
+class DeviceError(AnalogyError):
+    """The requested device is not available."""
+
+
+class OutOfMemoryError(AnalogyError, MemoryError):
+    """The work does not fit in memory at this working size."""

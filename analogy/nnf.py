@@ -1,0 +1,98 @@
+"""Nearest-neighbour fields (NNFs): creation, resampling between sizes, voting, and display.
+
+An NNF from A to B is an int32 tensor of shape (H_A, W_A, 2): nnf[y, x] = (y', x'), the position
+in B matched to position (y, x) of A. Everything here is plain torch, so it runs where the tensors are.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+
+Shape = Tuple[int, int]
+
+
+def _resample_axis(n_old: int, n_new: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For each new index: the old cell it falls in, and its offset from that cell's centre."""
+    pos = (torch.arange(n_new, device=device, dtype=torch.float64) + 0.5) * (n_old / n_new) - 0.5
+    cell = torch.floor(pos + 0.5).clamp_(0, n_old - 1)
+    return cell.long(), pos - cell
+
+
+def resample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape, new_shape_b: Shape) -> torch.Tensor:
+    """Resample an NNF from A→B (B of size `shape_b`) to sizes `new_shape_a` → `new_shape_b`.
+
+    Each new position p takes the match of the old cell it falls in, moved by p's offset inside
+    that cell, and scaled to B's new size. For an exact ×2 this is φ'(p) = 2·φ(⌊p/2⌋) + (p mod 2),
+    the upsampling between pyramid levels; it also takes the final NNF to output resolution.
+    """
+    out = []
+    for axis in range(2):
+        cell, offset = _resample_axis(nnf.shape[axis], new_shape_a[axis], nnf.device)
+        cell_other, _ = _resample_axis(nnf.shape[1 - axis], new_shape_a[1 - axis], nnf.device)
+        rows, cols = (cell[:, None], cell_other[None, :]) if axis == 0 else (cell_other[:, None], cell[None, :])
+        old = nnf[rows, cols, axis].double()
+        off = offset[:, None] if axis == 0 else offset[None, :]
+        scale = new_shape_b[axis] / shape_b[axis]
+        # round half up; the epsilon makes exact halves round the same way everywhere
+        new = torch.floor((old + off + 0.5) * scale + 1e-6)
+        out.append(new.clamp_(0, new_shape_b[axis] - 1).to(torch.int32))
+    return torch.stack(out, dim=-1).contiguous()
+
+
+def identity_nnf(shape_a: Shape, shape_b: Shape, device="cpu") -> torch.Tensor:
+    """The NNF mapping each position of A to the proportionally same position of B."""
+    point = torch.zeros((1, 1, 2), dtype=torch.int32, device=device)
+    return resample_nnf(point, (1, 1), shape_a, shape_b)
+
+
+def upsample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape, new_shape_b: Shape) -> torch.Tensor:
+    """Upsample an NNF from one pyramid level to the next finer one (sizes ×2)."""
+    return resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
+
+
+def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Patch voting: out(p) = mean over x ∈ N(p) of source(φ(x) + (p − x)).
+
+    `source` is C×H_B×W_B, `nnf` maps a target of size H×W into it; the result is C×H×W.
+    Positions outside either map are clamped to the border.
+    """
+    c, hb, wb = source.shape
+    h, w = nnf.shape[:2]
+    half = patch_size // 2
+    flat = source.reshape(c, hb * wb)
+    ys = torch.arange(h, device=nnf.device)
+    xs = torch.arange(w, device=nnf.device)
+    out = torch.zeros((c, h * w), dtype=source.dtype, device=source.device)
+    for dy in range(-half, half + 1):
+        yy = (ys + dy).clamp(0, h - 1)
+        for dx in range(-half, half + 1):
+            xx = (xs + dx).clamp(0, w - 1)
+            match = nnf[yy[:, None], xx[None, :]].long()
+            sy = (match[..., 0] + (ys - yy)[:, None]).clamp_(0, hb - 1)
+            sx = (match[..., 1] + (xs - xx)[None, :]).clamp_(0, wb - 1)
+            out += flat.index_select(1, (sy * wb + sx).reshape(-1))
+    return (out / patch_size**2).reshape(c, h, w)
+
+
+def displacement(nnf: torch.Tensor, shape_b: Shape) -> np.ndarray:
+    """Per-pixel (dy, dx) from each position's proportional place in B to its match, as float32."""
+    ident = identity_nnf(tuple(nnf.shape[:2]), shape_b, nnf.device)
+    return (nnf - ident).float().cpu().numpy()
+
+
+def flow_to_color(nnf: torch.Tensor, shape_b: Shape) -> np.ndarray:
+    """Colour-code an NNF's displacement: hue gives the direction, saturation the length.
+
+    White means "matched to the same relative position"; the most saturated colour marks the
+    longest displacement in the field.
+    """
+    d = displacement(nnf, shape_b)
+    dy, dx = d[..., 0], d[..., 1]
+    mag = np.hypot(dx, dy)
+    sat = mag / max(float(mag.max()), 1e-6)
+    hue = (np.arctan2(-dy, -dx) / np.pi + 1.0) * 3.0  # in [0, 6)
+    k = lambda n: (n + hue) % 6.0  # noqa: E731
+    rgb = [1.0 - sat * np.clip(np.minimum(k(n), 4.0 - k(n)), 0.0, 1.0) for n in (5.0, 3.0, 1.0)]
+    return np.rint(np.stack(rgb, axis=-1) * 255.0).astype(np.uint8)

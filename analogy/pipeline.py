@@ -1,0 +1,215 @@
+"""The coarse-to-fine driver: features, then per level PatchMatch, deconvolution and fusion,
+then reconstruction at the inputs' resolution."""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .config import LEVEL_NAMES, MIN_WORKING_SIDE, SIZE_MULTIPLE, AnalogyConfig
+from .deconvolution import deconvolve
+from .errors import DeviceError, OutOfMemoryError
+from .features import VGG19Features, load_vgg
+from .fusion import fuse, response_mask
+from .nnf import identity_nnf, upsample_nnf, vote
+from .patchmatch import SearchFeatures, patchmatch, prepare
+from .reconstruction import output_nnf, reconstruct
+
+Shape = Tuple[int, int]
+Progress = Optional[Callable[[str], None]]
+
+#: Steps reported to a progress callback: features, 5 searches, 4 deconvolutions, reconstruction.
+PROGRESS_STEPS = 1 + len(LEVEL_NAMES) + (len(LEVEL_NAMES) - 1) + 1
+
+
+def working_size(shape: Shape, config: AnalogyConfig) -> Shape:
+    """The (H, W) at which an input of size `shape` is analysed.
+
+    With `config.size`, the long side becomes `size`. Otherwise the original's rules: the long
+    side is brought into [min_long_side, max_long_side], the area to at most max_area, then
+    everything is scaled by `ratio`. Both sides are then rounded to the nearest multiple of 16
+    (so every VGG level is exactly half the one below; the slight change of aspect is undone when
+    the NNF is taken back to the input's size) and to at least 48 px (a 3×3 map at relu5_1).
+    """
+    h, w = shape
+    if config.size is not None:
+        scale = config.size / max(h, w)
+    else:
+        scale = 1.0
+        long_side = max(h, w)
+        if long_side > config.max_long_side:
+            scale = config.max_long_side / long_side
+        elif long_side < config.min_long_side:
+            scale = config.min_long_side / long_side
+        if h * w * scale * scale > config.max_area:
+            scale = math.sqrt(config.max_area / (h * w))
+        scale *= config.ratio
+
+    def snap(n: float) -> int:
+        return max(MIN_WORKING_SIDE, SIZE_MULTIPLE * int(round(n / SIZE_MULTIPLE)))
+
+    return snap(h * scale), snap(w * scale)
+
+
+def level_shape(shape: Shape, level: int) -> Shape:
+    """Size of level `level`'s map for a working image of `shape` (levels 0 and 1 are full size)."""
+    f = 2 ** max(level - 1, 0)
+    return shape[0] // f, shape[1] // f
+
+
+def resolve_device(device: str) -> torch.device:
+    """"auto" → CPU until the CUDA kernels land; "cuda" → a clear error saying why not."""
+    if device in ("auto", "cpu"):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise DeviceError("no CUDA device is available; use --device cpu (or auto)")
+    raise DeviceError("the CUDA path is not implemented yet; use --device cpu (or auto)")
+
+
+@dataclass
+class AnalogyResult:
+    """What one analogy produced. NNFs are int32 (H, W, 2) arrays of (y, x) at the inputs' sizes:
+    nnf_ab[y, x] is where pixel (y, x) of A lies in B′, nnf_ba the same from B′ to A."""
+
+    a_prime: np.ndarray
+    b: np.ndarray
+    nnf_ab: np.ndarray
+    nnf_ba: np.ndarray
+    working_size_a: Shape
+    working_size_b: Shape
+    timings: Dict[str, float] = field(default_factory=dict)
+    levels: List[Dict[str, float]] = field(default_factory=list)
+
+
+class _Clock:
+    """Accumulates wall time per stage."""
+
+    def __init__(self) -> None:
+        self.totals: Dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[stage] = self.totals.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _resize(rgb: np.ndarray, shape: Shape) -> np.ndarray:
+    from PIL import Image
+
+    if rgb.shape[:2] == shape:
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((shape[1], shape[0]), Image.Resampling.LANCZOS))
+
+
+def run_analogy(
+    image_a: np.ndarray,
+    image_b: np.ndarray,
+    config: AnalogyConfig,
+    vgg: Optional[VGG19Features] = None,
+    progress: Progress = None,
+) -> AnalogyResult:
+    """Deep Image Analogy of A (structure) and B′ (appearance), both H×W×3 uint8 arrays."""
+    device = resolve_device(config.device)
+    vgg = vgg if vgg is not None else load_vgg(config.weights, str(device))
+    size_a, size_b = working_size(image_a.shape[:2], config), working_size(image_b.shape[:2], config)
+    try:
+        return _run(image_a, image_b, size_a, size_b, config, vgg, progress or (lambda _: None))
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        raise OutOfMemoryError(
+            f"out of memory at working sizes {size_a[1]}×{size_a[0]} and {size_b[1]}×{size_b[0]} "
+            f"({type(exc).__name__}); use a smaller --size or --ratio"
+        ) from None
+
+
+def _patch(config: AnalogyConfig, level: int) -> int:
+    return config.patch_sizes[len(LEVEL_NAMES) - max(level, 1)]
+
+
+def _run(image_a, image_b, size_a, size_b, config, vgg, progress) -> AnalogyResult:
+    clock = _Clock()
+    t_start = time.perf_counter()
+    progress("extracting VGG19 features")
+    with clock("features"):
+        fa = vgg.extract(vgg.preprocess(_resize(image_a, size_a)))
+        fb = vgg.extract(vgg.preprocess(_resize(image_b, size_b)))
+    fa_prime: Dict[int, torch.Tensor] = {5: fa[5]}  # F_A′, A's structure with B′'s appearance
+    fb_plain: Dict[int, torch.Tensor] = {5: fb[5]}  # F_B, B′'s structure with A's appearance
+    nnf_ab = identity_nnf(level_shape(size_a, 5), level_shape(size_b, 5))
+    nnf_ba = identity_nnf(level_shape(size_b, 5), level_shape(size_a, 5))
+    levels = []
+    for index, name in enumerate(LEVEL_NAMES):
+        level = 5 - index
+        k, radius = config.patch_sizes[index], config.radii[index]
+        stats: Dict[str, float] = {"level": name}
+        progress(f"{name}: PatchMatch")
+        with clock("patchmatch"):
+            side_a: SearchFeatures = prepare(fa[level], fa_prime[level])
+            side_b: SearchFeatures = prepare(fb_plain[level], fb[level])
+            for direction, (src, dst, init) in (("ab", (side_a, side_b, nnf_ab)), ("ba", (side_b, side_a, nnf_ba))):
+                t0 = time.perf_counter()
+                nnf, cost = patchmatch(
+                    src, dst, init, k, config.iterations[index], radius, seed=config.seed + 7919 * level + (direction == "ba"),
+                    band_height=config.band_height,
+                )
+                stats[f"patchmatch_{direction}_s"] = time.perf_counter() - t0
+                stats[f"cost_{direction}"] = float(cost.mean())
+                if direction == "ab":
+                    nnf_ab = nnf
+                else:
+                    nnf_ba = nnf
+        if level > 1:
+            progress(f"{name} → {LEVEL_NAMES[index + 1]}: deconvolution and fusion")
+            up_ab = upsample_nnf(nnf_ab, level_shape(size_b, level), level_shape(size_a, level - 1), level_shape(size_b, level - 1))
+            up_ba = upsample_nnf(nnf_ba, level_shape(size_a, level), level_shape(size_b, level - 1), level_shape(size_a, level - 1))
+            fa_prime[level - 1] = _next_level(vgg, config, clock, stats, "ab", level, k, fa, fb, nnf_ab, up_ab, size_a, size_b)
+            fb_plain[level - 1] = _next_level(vgg, config, clock, stats, "ba", level, k, fb, fa, nnf_ba, up_ba, size_b, size_a)
+            nnf_ab, nnf_ba = up_ab, up_ba
+        levels.append(stats)
+    progress("reconstructing A′ and B")
+    with clock("reconstruction"):
+        shape_a, shape_b = image_a.shape[:2], image_b.shape[:2]
+        out_ab = output_nnf(nnf_ab, size_b, shape_a, shape_b)
+        out_ba = output_nnf(nnf_ba, size_a, shape_b, shape_a)
+        a_prime = reconstruct(image_b, out_ab, config.final_patch_size)
+        b = reconstruct(image_a, out_ba, config.final_patch_size)
+    clock.totals["total"] = time.perf_counter() - t_start
+    return AnalogyResult(
+        a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), size_a, size_b, clock.totals, levels
+    )
+
+
+def _next_level(vgg, config, clock, stats, direction, level, k, struct, appear, nnf, up, size_s, size_t):
+    """Features at level-1 for the unknown image on the `struct` side: A′ (direction "ab", struct
+    = A, appearance from B′) or B ("ba", struct = B′, appearance from A).
+
+    The appearance side's level-L map is warped by the NNF, deconvolved to level L-1 starting from
+    the appearance's level-(L-down) map voted through the upsampled NNF, and fused with the
+    structure's own level L-1 map.
+    """
+    lower = level - config.deconv_layers_down
+    with clock("deconvolution"):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            target = vote(appear[level][0], nnf, k)[None]
+            init_nnf = up
+            for step in range(level - 1, lower, -1):
+                init_nnf = upsample_nnf(init_nnf, level_shape(size_t, step), level_shape(size_s, step - 1), level_shape(size_t, step - 1))
+            init = vote(appear[lower][0], init_nnf, _patch(config, lower))[None]
+        warped, info = deconvolve(
+            vgg, level, target, init, config.deconv_layers_down, config.deconv_iterations,
+            config.deconv_history, config.deconv_tolerance,
+        )
+        stats[f"deconv_{direction}_s"] = time.perf_counter() - t0
+        stats[f"deconv_{direction}_loss"] = (info.initial_loss, info.final_loss)
+    with clock("fusion"), torch.no_grad():
+        alpha = config.alphas[5 - level]
+        mask = response_mask(struct[level - 1], config.kappa, config.tau)
+        return fuse(struct[level - 1], warped, alpha, mask)

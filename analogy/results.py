@@ -1,0 +1,35 @@
+"""Writing a result's images, NNFs and flow pictures, all or nothing."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Dict, Union
+
+import torch
+
+from .image_io import check_writable_dir, npy_writer, png_writer, write_files_atomically
+from .nnf import flow_to_color
+from .pipeline import AnalogyResult
+
+#: Output file names inside the output folder.
+A_PRIME, B, NNF_AB, NNF_BA, FLOW_AB, FLOW_BA = (
+    "A_prime.png", "B.png", "nnf_ab.npy", "nnf_ba.npy", "flow_ab.png", "flow_ba.png",
+)
+
+
+def save_result(result: AnalogyResult, out_dir: Union[str, os.PathLike], save_nnf: bool = False,
+                save_flow: bool = False) -> Dict[str, Path]:
+    """Write A_prime.png and B.png (and optionally the NNFs as .npy and flow pictures) into
+    `out_dir`; return the paths written. Files appear complete or not at all."""
+    folder = check_writable_dir(out_dir)
+    files = {A_PRIME: png_writer(result.a_prime), B: png_writer(result.b)}
+    if save_nnf:
+        files[NNF_AB] = npy_writer(result.nnf_ab)
+        files[NNF_BA] = npy_writer(result.nnf_ba)
+    if save_flow:
+        shape_a, shape_b = result.nnf_ab.shape[:2], result.nnf_ba.shape[:2]
+        files[FLOW_AB] = png_writer(flow_to_color(torch.from_numpy(result.nnf_ab), shape_b))
+        files[FLOW_BA] = png_writer(flow_to_color(torch.from_numpy(result.nnf_ba), shape_a))
+    paths = {name: folder / name for name in files}
+    write_files_atomically({paths[name]: writer for name, writer in files.items()})
+    return paths

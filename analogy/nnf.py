@@ -1,7 +1,8 @@
 """Nearest-neighbour fields (NNFs): creation, resampling between sizes, voting, and display.
 
 An NNF from A to B is an int32 tensor of shape (H_A, W_A, 2): nnf[y, x] = (y', x'), the position
-in B matched to position (y, x) of A. Everything here is plain torch, so it runs where the tensors are.
+in B matched to position (y, x) of A. Everything here is plain torch, so it runs where the tensors are;
+on a GPU, resampling and voting use the equivalent CUDA kernels of `patchmatch_cuda`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,18 @@ import numpy as np
 import torch
 
 Shape = Tuple[int, int]
+
+
+def _cuda_kernels(t: torch.Tensor):
+    """The module of CUDA kernels when `t` is on a GPU they run on; None otherwise (plain torch)."""
+    if not t.is_cuda:
+        return None
+    try:
+        from . import patchmatch_cuda
+    except ImportError:
+        return None
+    index = t.device.index if t.device.index is not None else torch.cuda.current_device()
+    return patchmatch_cuda if patchmatch_cuda.problem(index) is None else None
 
 
 def _resample_axis(n_old: int, n_new: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -27,6 +40,9 @@ def resample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape, new_shap
     that cell, and scaled to B's new size. For an exact ×2 this is φ'(p) = 2·φ(⌊p/2⌋) + (p mod 2),
     the upsampling between pyramid levels; it also takes the final NNF to output resolution.
     """
+    kernels = _cuda_kernels(nnf)
+    if kernels is not None:
+        return kernels.resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
     out = []
     for axis in range(2):
         cell, offset = _resample_axis(nnf.shape[axis], new_shape_a[axis], nnf.device)
@@ -58,6 +74,9 @@ def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tens
     `source` is C×H_B×W_B, `nnf` maps a target of size H×W into it; the result is C×H×W.
     Positions outside either map are clamped to the border.
     """
+    kernels = _cuda_kernels(source) if source.dtype == torch.float32 else None
+    if kernels is not None:
+        return kernels.vote(source, nnf.to(source.device), patch_size)
     c, hb, wb = source.shape
     h, w = nnf.shape[:2]
     half = patch_size // 2
@@ -96,3 +115,27 @@ def flow_to_color(nnf: torch.Tensor, shape_b: Shape) -> np.ndarray:
     k = lambda n: (n + hue) % 6.0  # noqa: E731
     rgb = [1.0 - sat * np.clip(np.minimum(k(n), 4.0 - k(n)), 0.0, 1.0) for n in (5.0, 3.0, 1.0)]
     return np.rint(np.stack(rgb, axis=-1) * 255.0).astype(np.uint8)
+
+
+def consistency_confidence(nnf_ab: torch.Tensor, nnf_ba: torch.Tensor, sigma: float = 0.01) -> torch.Tensor:
+    """Forward–backward consistency of two NNFs, per position of A: float32 (H_A, W_A) in [0, 1].
+
+    For each p of A, q = φ_b→a(φ_a→b(p)) is where the round trip A → B′ → A lands; the confidence
+    is exp(−d² / 2s²) with d = ‖q − p‖ in pixels of A and s = `sigma` × A's long side. It is exactly 1
+    where the round trip comes back to p, about 0.61 at d = s and below 0.01 beyond d = 3s. Where
+    a region of A has no counterpart in B′, its matches land on whatever is least unlike it, and the
+    way back from there usually goes elsewhere: low confidence. The confidence of B′'s positions
+    is the same function with the NNFs swapped. Plain torch; accepts int tensors or numpy arrays.
+    """
+    nnf_ab, nnf_ba = torch.as_tensor(nnf_ab), torch.as_tensor(nnf_ba)
+    nnf_ba = nnf_ba.to(nnf_ab.device)
+    h, w = nnf_ab.shape[:2]
+    hb, wb = nnf_ba.shape[:2]
+    y = nnf_ab[..., 0].long().clamp(0, hb - 1)
+    x = nnf_ab[..., 1].long().clamp(0, wb - 1)
+    back = nnf_ba[y, x].float()
+    ys = torch.arange(h, device=nnf_ab.device, dtype=torch.float32)[:, None]
+    xs = torch.arange(w, device=nnf_ab.device, dtype=torch.float32)[None, :]
+    d2 = (back[..., 0] - ys) ** 2 + (back[..., 1] - xs) ** 2
+    s = sigma * max(h, w)
+    return torch.exp(-d2 / (2.0 * s * s))

@@ -44,28 +44,42 @@ def patchmatch(
     seed: int = 0,
     band_height: int = 4,
     samples: int = 1,
+    evaluations: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Improve the NNF `init` from A to B by PatchMatch; return (nnf, cost per position).
 
     With `radius` set, every match stays within `radius` of `centre` (default: `init`) and the
     random search starts at that radius; with `radius=None` the whole of B is searched.
+    `evaluations`, an int64 tensor with one entry per row of A, counts the patch distances
+    computed (for benchmarks). On CUDA tensors the GPU kernels of `patchmatch_cuda` run instead
+    (`band_height` does not apply there).
     """
+    if a.features.is_cuda:
+        from . import patchmatch_cuda
+
+        return patchmatch_cuda.patchmatch(a, b, init, patch_size, iterations, radius, centre, seed, samples, evaluations)
     window = radius if radius is not None else max(b.shape)
     search_radius = window
     centre = init if centre is None else centre
     nnf = init.to(torch.int32).clone().contiguous()
     cost = torch.empty(a.shape, dtype=torch.float32, device=nnf.device)
+    if evaluations is None:
+        evaluations = torch.zeros(a.shape[0], dtype=torch.int64)
     patchmatch_cpu.search(
         a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(),
         nnf.numpy(), cost.numpy(), centre.to(torch.int32).contiguous().numpy(),
         int(window), patch_size // 2, int(iterations), int(search_radius), int(samples), int(seed),
-        int(band_height),
+        int(band_height), evaluations.numpy(),
     )
     return nnf, cost
 
 
 def nnf_cost(a: SearchFeatures, b: SearchFeatures, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
     """The patch cost of each match of `nnf`, an (H_A, W_A) tensor."""
+    if a.features.is_cuda:
+        from . import patchmatch_cuda
+
+        return patchmatch_cuda.nnf_cost(a, b, nnf, patch_size)
     out = patchmatch_cpu.nnf_cost(
         a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(),
         nnf.to(torch.int32).contiguous().numpy(), patch_size // 2,
@@ -109,13 +123,13 @@ def exact_nnf(
     nb = _box_sum(b.sq_norms, half)
     pw, phb, pwb = wa + 2 * half, hb + 2 * half, wb + 2 * half
     rows = max(1, chunk_bytes // (4 * pw * phb * pwb) - 2 * half)
-    nnf = torch.empty((ha, wa, 2), dtype=torch.int32)
-    cost = torch.empty((ha, wa), dtype=torch.float32)
+    nnf = torch.empty((ha, wa, 2), dtype=torch.int32, device=fa.device)
+    cost = torch.empty((ha, wa), dtype=torch.float32, device=fa.device)
     for y0 in range(0, ha, rows):
         y1 = min(y0 + rows, ha)
         block = fa[y0 : y1 + 2 * half].reshape(-1, fa.shape[-1])
         dots = (block @ fb.T).reshape(y1 - y0 + 2 * half, pw, phb, pwb)
-        s = torch.zeros((y1 - y0, wa, hb, wb), dtype=dots.dtype)
+        s = torch.zeros((y1 - y0, wa, hb, wb), dtype=dots.dtype, device=dots.device)
         for dy in range(patch_size):
             for dx in range(patch_size):
                 s += dots[dy : dy + y1 - y0, dx : dx + wa, dy : dy + hb, dx : dx + wb]
@@ -135,7 +149,7 @@ def exact_windowed_nnf(
     Tries each of the (2r+1)² offsets for every position (clamped to B, as the search clamps).
     """
     hb, wb = b.shape
-    best = torch.full(a.shape, float("inf"))
+    best = torch.full(a.shape, float("inf"), device=centre.device)
     nnf = centre.clone().to(torch.int32)
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):

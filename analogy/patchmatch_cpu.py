@@ -68,10 +68,11 @@ def _window(centre, window, n):
 
 
 @njit(inline="always")
-def _try(fa, na, fb, nb, y, x, cy, cx, best_y, best_x, best, half):
+def _try(fa, na, fb, nb, y, x, cy, cx, best_y, best_x, best, half, counts):
     """Evaluate candidate (cy, cx); return the better of it and the current best."""
     if cy == best_y and cx == best_x:
         return best_y, best_x, best
+    counts[y] += 1
     c = patch_cost(fa, na, fb, nb, y, x, cy, cx, half, best)
     if c < best:
         return cy, cx, c
@@ -79,7 +80,7 @@ def _try(fa, na, fb, nb, y, x, cy, cx, best_y, best_x, best, half):
 
 
 @njit(inline="always")
-def _improve(fa, na, fb, nb, nnf, cost, centre, window, half, radius, samples, seed, it, y, x, step):
+def _improve(fa, na, fb, nb, nnf, cost, centre, window, half, radius, samples, seed, it, y, x, step, counts):
     """One PatchMatch step at (y, x): propagation from the two neighbours `step` behind, then
     random search with halving radius, every candidate kept inside the window around `centre`."""
     ha, wa = na.shape
@@ -93,12 +94,12 @@ def _improve(fa, na, fb, nb, nnf, cost, centre, window, half, radius, samples, s
     if 0 <= nx < wa:
         cy = min(max(nnf[y, nx, 0], ylo), yhi)
         cx = min(max(nnf[y, nx, 1] + step, xlo), xhi)
-        by, bx, best = _try(fa, na, fb, nb, y, x, cy, cx, by, bx, best, half)
+        by, bx, best = _try(fa, na, fb, nb, y, x, cy, cx, by, bx, best, half, counts)
     ny = y - step
     if 0 <= ny < ha:
         cy = min(max(nnf[ny, x, 0] + step, ylo), yhi)
         cx = min(max(nnf[ny, x, 1], xlo), xhi)
-        by, bx, best = _try(fa, na, fb, nb, y, x, cy, cx, by, bx, best, half)
+        by, bx, best = _try(fa, na, fb, nb, y, x, cy, cx, by, bx, best, half, counts)
     r = radius
     sample = 0
     while r >= 1:
@@ -106,7 +107,7 @@ def _improve(fa, na, fb, nb, nnf, cost, centre, window, half, radius, samples, s
             dy, dx = random_offset(seed, it, y, x, sample, r)
             cy = min(max(by + dy, ylo), yhi)
             cx = min(max(bx + dx, xlo), xhi)
-            by, bx, best = _try(fa, na, fb, nb, y, x, cy, cx, by, bx, best, half)
+            by, bx, best = _try(fa, na, fb, nb, y, x, cy, cx, by, bx, best, half, counts)
             sample += 1
         r //= 2
     nnf[y, x, 0] = by
@@ -115,11 +116,12 @@ def _improve(fa, na, fb, nb, nnf, cost, centre, window, half, radius, samples, s
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def search(fa, na, fb, nb, nnf, cost, centre, window, half, iterations, radius, samples, seed, band_height):
+def search(fa, na, fb, nb, nnf, cost, centre, window, half, iterations, radius, samples, seed, band_height, counts):
     """PatchMatch from A (fa, na) to B (fb, nb), improving `nnf` in place and filling `cost`.
 
     Every match stays within `window` (Chebyshev distance) of `centre`; the random search starts
-    at `radius` and halves down to 1.
+    at `radius` and halves down to 1. `counts[y]` is increased by the number of patch distances
+    evaluated for row y (each row is written by one thread at a time, so the count is exact).
     """
     ha, wa = na.shape
     hb, wb = nb.shape
@@ -130,6 +132,7 @@ def search(fa, na, fb, nb, nnf, cost, centre, window, half, iterations, radius, 
             nnf[y, x, 0] = min(max(nnf[y, x, 0], ylo), yhi)
             nnf[y, x, 1] = min(max(nnf[y, x, 1], xlo), xhi)
             cost[y, x] = patch_cost(fa, na, fb, nb, y, x, nnf[y, x, 0], nnf[y, x, 1], half, np.inf)
+            counts[y] += 1
     bands = (ha + band_height - 1) // band_height
     for it in range(iterations):
         reverse = it % 2 == 1
@@ -142,7 +145,7 @@ def search(fa, na, fb, nb, nnf, cost, centre, window, half, iterations, radius, 
                     y = y1 - 1 - i if reverse else y0 + i
                     for k in range(wa):
                         x = wa - 1 - k if reverse else k
-                        _improve(fa, na, fb, nb, nnf, cost, centre, window, half, radius, samples, seed, it, y, x, step)
+                        _improve(fa, na, fb, nb, nnf, cost, centre, window, half, radius, samples, seed, it, y, x, step, counts)
 
 
 @njit(parallel=True, fastmath=True, cache=True)

@@ -59,6 +59,15 @@ class AnalogyConfig:
         deconv_tolerance: stop when an iteration improves the loss by less than this fraction.
     Reconstruction:
         final_patch_size: patch side of the vote that makes A′ and B at output resolution.
+    Photo mode (see analogy/refinement.py):
+        photo: after the vote, refine A′ to A + WLS(A′) − WLS(A), WLS guided by A's luminance
+            (and B to B′ + WLS(B) − WLS(B′)): keeps the structure image's edges, takes the colours.
+            Off by default; meant for photo-to-photo colour and lighting transfer.
+        wls_lambda, wls_alpha, wls_eps: WLS smoothness λ, edge exponent α and ε in the weights
+            λ / (|∇ log luminance|^α + ε); 0.8, 1 and 1e-4 are the original's.
+        confidence_sigma: scale of AnalogyResult.confidence(), as a fraction of the image's long
+            side: a round trip A → B′ → A that misses the start by d pixels gets exp(−d²/2σ²).
+            0.01 is 10 px on a 1000-px image, about two working pixels at the default ratio.
     Other:
         seed: seeds the PatchMatch random search; same inputs, options and seed give the same output.
         weights: "caffe" (embedded original Caffe VGG19), "torchvision", or a path to a state dict.
@@ -86,6 +95,12 @@ class AnalogyConfig:
     deconv_tolerance: float = 1e-3
 
     final_patch_size: int = 3
+
+    photo: bool = False
+    wls_lambda: float = 0.8
+    wls_alpha: float = 1.0
+    wls_eps: float = 1e-4
+    confidence_sigma: float = 0.01
 
     seed: int = 0
     weights: str = "caffe"
@@ -118,6 +133,8 @@ class AnalogyConfig:
             raise ConfigError("deconv_layers_down must be 1 or 2")
         if self.deconv_iterations < 0:
             raise ConfigError("deconv_iterations must be ≥ 0")
+        if not (self.wls_lambda > 0 and self.wls_alpha > 0 and self.wls_eps > 0 and self.confidence_sigma > 0):
+            raise ConfigError("wls_lambda, wls_alpha, wls_eps and confidence_sigma must be positive")
         if self.band_height < 1:
             raise ConfigError("band_height must be ≥ 1")
         if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):

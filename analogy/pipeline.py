@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
@@ -16,15 +17,24 @@ from .deconvolution import deconvolve
 from .errors import DeviceError, OutOfMemoryError
 from .features import VGG19Features, load_vgg
 from .fusion import fuse, response_mask
-from .nnf import identity_nnf, upsample_nnf, vote
+from .nnf import consistency_confidence, identity_nnf, upsample_nnf, vote
 from .patchmatch import SearchFeatures, patchmatch, prepare
 from .reconstruction import output_nnf, reconstruct
+from .refinement import refine_photos
 
 Shape = Tuple[int, int]
 Progress = Optional[Callable[[str], None]]
+#: Called after each search as (level name, direction "ab"/"ba", source, target, centre, radius,
+#: patch size, nnf): lets benchmarks judge the search against the exact NNF of the same problem.
+SearchObserver = Optional[Callable[..., None]]
 
 #: Steps reported to a progress callback: features, 5 searches, 4 deconvolutions, reconstruction.
 PROGRESS_STEPS = 1 + len(LEVEL_NAMES) + (len(LEVEL_NAMES) - 1) + 1
+
+
+def progress_steps(config: AnalogyConfig) -> int:
+    """How many times run_analogy calls its progress callback with this config."""
+    return PROGRESS_STEPS + (1 if config.photo else 0)
 
 
 def working_size(shape: Shape, config: AnalogyConfig) -> Shape:
@@ -63,18 +73,51 @@ def level_shape(shape: Shape, level: int) -> Shape:
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" → CPU until the CUDA kernels land; "cuda" → a clear error saying why not."""
-    if device in ("auto", "cpu"):
+    """"cpu"; "auto" → the GPU when torch sees one and Numba's CUDA kernels run on it, else the CPU
+    (with a warning if a GPU is there but unusable); "cuda" or "cuda:N" → that GPU, or a
+    DeviceError saying why not."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise DeviceError("no CUDA device is available; use --device cpu (or auto)")
-    raise DeviceError("the CUDA path is not implemented yet; use --device cpu (or auto)")
+    try:
+        target = torch.device("cuda" if device == "auto" else device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    index = target.index if target.index is not None else torch.cuda.current_device()
+    if not 0 <= index < torch.cuda.device_count():
+        raise DeviceError(f"no CUDA device {index} (there are {torch.cuda.device_count()}); use --device cuda (or auto)")
+    try:
+        from .patchmatch_cuda import problem
+
+        reason = problem(index)
+    except ImportError as exc:
+        reason = f"Numba's CUDA target cannot be imported ({exc})"
+    if reason is None:
+        return torch.device("cuda", index)
+    if device == "auto":
+        warnings.warn(f"a CUDA device is present, but {reason}; running on the CPU (pip install 'analogy[cuda]')")
+        return torch.device("cpu")
+    raise DeviceError(f"a CUDA device is present, but {reason}; use --device cpu (or pip install 'analogy[cuda]')")
+
+
+def _out_of_memory(exc: BaseException, device: torch.device) -> bool:
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    if device.type == "cuda":
+        from .patchmatch_cuda import is_out_of_memory
+
+        return is_out_of_memory(exc)
+    return False
 
 
 @dataclass
 class AnalogyResult:
     """What one analogy produced. NNFs are int32 (H, W, 2) arrays of (y, x) at the inputs' sizes:
-    nnf_ab[y, x] is where pixel (y, x) of A lies in B′, nnf_ba the same from B′ to A."""
+    nnf_ab[y, x] is where pixel (y, x) of A lies in B′, nnf_ba the same from B′ to A.
+
+    In photo mode a_prime and b are the WLS-refined images and a_prime_raw, b_raw the voted ones
+    before refinement; otherwise the raw ones are the same arrays as a_prime and b."""
 
     a_prime: np.ndarray
     b: np.ndarray
@@ -84,6 +127,21 @@ class AnalogyResult:
     working_size_b: Shape
     timings: Dict[str, float] = field(default_factory=dict)
     levels: List[Dict[str, float]] = field(default_factory=list)
+    a_prime_raw: Optional[np.ndarray] = None
+    b_raw: Optional[np.ndarray] = None
+    confidence_sigma: float = 0.01
+
+    def confidence(self, side: str = "ab", sigma: Optional[float] = None) -> np.ndarray:
+        """Forward–backward consistency of the NNFs as float32 in [0, 1], computed on demand:
+        side "ab" gives A's map (H_A×W_A), "ba" B′'s. 1 where the round trip through the other
+        image comes back to the same pixel, falling as exp(−d²/2s²) with the miss d, s = sigma ×
+        the long side (default: the config's confidence_sigma). Low values mark regions without a
+        counterpart in the other image; nothing in the pipeline uses it."""
+        if side not in ("ab", "ba"):
+            raise ValueError(f"side must be 'ab' or 'ba', not {side!r}")
+        forward, backward = (self.nnf_ab, self.nnf_ba) if side == "ab" else (self.nnf_ba, self.nnf_ab)
+        sigma = self.confidence_sigma if sigma is None else sigma
+        return consistency_confidence(torch.from_numpy(forward), torch.from_numpy(backward), sigma).numpy()
 
 
 class _Clock:
@@ -115,17 +173,23 @@ def run_analogy(
     config: AnalogyConfig,
     vgg: Optional[VGG19Features] = None,
     progress: Progress = None,
+    on_search: SearchObserver = None,
 ) -> AnalogyResult:
     """Deep Image Analogy of A (structure) and B′ (appearance), both H×W×3 uint8 arrays."""
     device = resolve_device(config.device)
     vgg = vgg if vgg is not None else load_vgg(config.weights, str(device))
     size_a, size_b = working_size(image_a.shape[:2], config), working_size(image_b.shape[:2], config)
     try:
-        return _run(image_a, image_b, size_a, size_b, config, vgg, progress or (lambda _: None))
-    except (torch.OutOfMemoryError, MemoryError) as exc:
+        return _run(image_a, image_b, size_a, size_b, config, vgg, progress or (lambda _: None), on_search)
+    except Exception as exc:
+        if isinstance(exc, OutOfMemoryError) or not _out_of_memory(exc, device):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = max(MIN_WORKING_SIDE, SIZE_MULTIPLE * int(0.7 * max(size_a + size_b) / SIZE_MULTIPLE))
         raise OutOfMemoryError(
             f"out of memory at working sizes {size_a[1]}×{size_a[0]} and {size_b[1]}×{size_b[0]} "
-            f"({type(exc).__name__}); use a smaller --size or --ratio"
+            f"({type(exc).__name__}); use a smaller --size (e.g. --size {smaller}) or --ratio"
         ) from None
 
 
@@ -133,7 +197,7 @@ def _patch(config: AnalogyConfig, level: int) -> int:
     return config.patch_sizes[len(LEVEL_NAMES) - max(level, 1)]
 
 
-def _run(image_a, image_b, size_a, size_b, config, vgg, progress) -> AnalogyResult:
+def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None) -> AnalogyResult:
     clock = _Clock()
     t_start = time.perf_counter()
     progress("extracting VGG19 features")
@@ -142,8 +206,8 @@ def _run(image_a, image_b, size_a, size_b, config, vgg, progress) -> AnalogyResu
         fb = vgg.extract(vgg.preprocess(_resize(image_b, size_b)))
     fa_prime: Dict[int, torch.Tensor] = {5: fa[5]}  # F_A′, A's structure with B′'s appearance
     fb_plain: Dict[int, torch.Tensor] = {5: fb[5]}  # F_B, B′'s structure with A's appearance
-    nnf_ab = identity_nnf(level_shape(size_a, 5), level_shape(size_b, 5))
-    nnf_ba = identity_nnf(level_shape(size_b, 5), level_shape(size_a, 5))
+    nnf_ab = identity_nnf(level_shape(size_a, 5), level_shape(size_b, 5), fa[5].device)
+    nnf_ba = identity_nnf(level_shape(size_b, 5), level_shape(size_a, 5), fa[5].device)
     levels = []
     for index, name in enumerate(LEVEL_NAMES):
         level = 5 - index
@@ -161,6 +225,8 @@ def _run(image_a, image_b, size_a, size_b, config, vgg, progress) -> AnalogyResu
                 )
                 stats[f"patchmatch_{direction}_s"] = time.perf_counter() - t0
                 stats[f"cost_{direction}"] = float(cost.mean())
+                if on_search is not None:
+                    on_search(name, direction, src, dst, init, radius, k, nnf)
                 if direction == "ab":
                     nnf_ab = nnf
                 else:
@@ -180,9 +246,23 @@ def _run(image_a, image_b, size_a, size_b, config, vgg, progress) -> AnalogyResu
         out_ba = output_nnf(nnf_ba, size_a, shape_b, shape_a)
         a_prime = reconstruct(image_b, out_ab, config.final_patch_size)
         b = reconstruct(image_a, out_ba, config.final_patch_size)
+    a_prime_raw, b_raw = a_prime, b
+    if config.photo:
+        progress("refining A′ and B (photo mode)")
+        with clock("refinement"):
+            try:
+                a_prime, b = refine_photos([(a_prime_raw, image_a), (b_raw, image_b)],
+                                           config.wls_lambda, config.wls_alpha, config.wls_eps)
+            except MemoryError:
+                (ha, wa), (hb, wb) = image_a.shape[:2], image_b.shape[:2]
+                raise OutOfMemoryError(
+                    f"out of memory in the photo-mode refinement, which works at the inputs' sizes "
+                    f"({wa}×{ha} and {wb}×{hb}); use smaller input images or leave out --photo"
+                ) from None
     clock.totals["total"] = time.perf_counter() - t_start
     return AnalogyResult(
-        a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), size_a, size_b, clock.totals, levels
+        a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), size_a, size_b, clock.totals, levels,
+        a_prime_raw, b_raw, config.confidence_sigma,
     )
 
 

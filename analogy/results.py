@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 from typing import Dict, Union
 
+import numpy as np
 import torch
 
 from .image_io import check_writable_dir, npy_writer, png_writer, write_files_atomically
@@ -15,12 +16,14 @@ from .pipeline import AnalogyResult
 A_PRIME, B, NNF_AB, NNF_BA, FLOW_AB, FLOW_BA = (
     "A_prime.png", "B.png", "nnf_ab.npy", "nnf_ba.npy", "flow_ab.png", "flow_ba.png",
 )
+CONFIDENCE_AB, CONFIDENCE_BA = "confidence_ab.png", "confidence_ba.png"
 
 
 def save_result(result: AnalogyResult, out_dir: Union[str, os.PathLike], save_nnf: bool = False,
-                save_flow: bool = False) -> Dict[str, Path]:
-    """Write A_prime.png and B.png (and optionally the NNFs as .npy and flow pictures) into
-    `out_dir`; return the paths written. Files appear complete or not at all."""
+                save_flow: bool = False, save_confidence: bool = False) -> Dict[str, Path]:
+    """Write A_prime.png and B.png (and optionally the NNFs as .npy, flow pictures and the
+    consistency confidence of A's and B′'s pixels as 8-bit grey PNGs, white = 1) into `out_dir`;
+    return the paths written. Files appear complete or not at all."""
     folder = check_writable_dir(out_dir)
     files = {A_PRIME: png_writer(result.a_prime), B: png_writer(result.b)}
     if save_nnf:
@@ -30,6 +33,9 @@ def save_result(result: AnalogyResult, out_dir: Union[str, os.PathLike], save_nn
         shape_a, shape_b = result.nnf_ab.shape[:2], result.nnf_ba.shape[:2]
         files[FLOW_AB] = png_writer(flow_to_color(torch.from_numpy(result.nnf_ab), shape_b))
         files[FLOW_BA] = png_writer(flow_to_color(torch.from_numpy(result.nnf_ba), shape_a))
+    if save_confidence:
+        for name, side in ((CONFIDENCE_AB, "ab"), (CONFIDENCE_BA, "ba")):
+            files[name] = png_writer(np.rint(result.confidence(side) * 255.0).astype(np.uint8))
     paths = {name: folder / name for name in files}
     write_files_atomically({paths[name]: writer for name, writer in files.items()})
     return paths

@@ -1,0 +1,313 @@
+"""Benchmark of the analogy pipeline: time per stage, peak memory, NNF quality and kernel speed.
+
+    python benchmarks/bench.py                          # photo→painting pair, working sizes 112 224 448
+    python benchmarks/bench.py --pair face --sizes 224 --json bench.json
+    python benchmarks/bench.py --pair my_a.png my_b.png --device cuda
+
+For each working size S, both inputs are first resized to S·2 × S·2 (so S = 224 is exactly the
+448×448-pair-at-ratio-0.5 case; `--keep-aspect` keeps their shapes, long side 2·S instead) and
+the analogy runs at working long side S. A warm-up run at the smallest size comes first, so
+Numba compilation and allocator warm-up are not counted.
+
+Printed and written to JSON per size:
+  * wall time end to end and per stage: features, PatchMatch per level and direction,
+    deconvolution per level (both directions), fusion, reconstruction;
+  * peak process RSS during the run (sampled every 5 ms from /proc) and peak GPU memory on CUDA;
+  * NNF quality: mean cost of the PatchMatch NNF over mean cost of the exact NNF of the same
+    problem, at relu5_1 (global search from the identity), relu4_1 and relu3_1 (search within the
+    radius of the upsampled match, so the exact NNF is the exact windowed one); the ratio against
+    the unconstrained global optimum is given as well, for information;
+  * identity PSNR: the analogy of A with itself, A′ and B against A, in dB;
+  * PatchMatch kernel throughput in patch-distance evaluations per second, and the useful
+    arithmetic rate 2·C·k²·evaluations/s next to the GFLOP/s of torch's own 3×3 convolution on
+    the same machine in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import analogy  # noqa: E402
+from analogy.features import load_vgg  # noqa: E402
+from analogy.patchmatch import exact_nnf, exact_windowed_nnf, nnf_cost, patchmatch  # noqa: E402
+from analogy.pipeline import resolve_device, run_analogy  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "images"
+PAIRS = {
+    "painting": ("skyline-sf-dusk-back.jpeg", "starry_night.jpg"),
+    "face": ("astronaut.png", "grace_hopper.jpg"),
+    "sketch": ("carcassonne_sketch.png", "carcassonne_photo.png"),
+}
+QUALITY_LEVELS = ("relu5_1", "relu4_1", "relu3_1")
+
+
+class PeakRSS:
+    """Samples the process's resident set size in a thread; `peak` is the largest seen (bytes)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:  # not Linux: the lifetime peak is the best there is
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak = self._rss()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def load_pair(a: str, b: str) -> Tuple[np.ndarray, np.ndarray]:
+    def find(name: str) -> Path:
+        for candidate in (Path(name), SHARED / name, ROOT / "examples" / name):
+            if candidate.exists():
+                return candidate
+        raise SystemExit(f"image {name} not found (looked in ., {SHARED}, examples/)")
+
+    return analogy.load_image(find(a)), analogy.load_image(find(b))
+
+
+def resize_input(rgb: np.ndarray, size: int, keep_aspect: bool) -> np.ndarray:
+    """The benchmark's input for working size `size`: 2·size square, or long side 2·size."""
+    h, w = rgb.shape[:2]
+    if keep_aspect:
+        scale = 2 * size / max(h, w)
+        shape = (max(1, round(w * scale)), max(1, round(h * scale)))
+    else:
+        shape = (2 * size, 2 * size)
+    return np.asarray(Image.fromarray(rgb).resize(shape, Image.Resampling.LANCZOS))
+
+
+def psnr(x: np.ndarray, y: np.ndarray) -> float:
+    mse = float(np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def conv_gflops(device: torch.device, repeats: int = 5) -> float:
+    """GFLOP/s of torch's 3×3 convolution at a relu3_1-like shape (256→256 channels, 56×56)."""
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(device)
+    x = torch.randn(1, 256, 56, 56, device=device)
+    flops = 2 * 256 * 256 * 9 * 56 * 56
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            conv(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    return flops / min(times[1:]) / 1e9
+
+
+class SearchRecorder:
+    """Keeps the search problems the pipeline solved at the levels whose quality is judged."""
+
+    def __init__(self) -> None:
+        self.problems: Dict[Tuple[str, str], tuple] = {}
+
+    def __call__(self, name, direction, src, dst, centre, radius, k, nnf) -> None:
+        if name in QUALITY_LEVELS:
+            self.problems[(name, direction)] = (src, dst, centre.clone(), radius, k, nnf.clone())
+
+
+def nnf_quality(recorder: SearchRecorder, with_global: bool) -> Dict[str, Dict[str, float]]:
+    """Mean PatchMatch cost over mean exact cost of the same problem, per level (both directions)."""
+    out: Dict[str, Dict[str, float]] = {}
+    for level in QUALITY_LEVELS:
+        pm = exact = glob = 0.0
+        for direction in ("ab", "ba"):
+            src, dst, centre, radius, k, nnf = recorder.problems[(level, direction)]
+            src, dst = _to_cpu(src), _to_cpu(dst)
+            pm += float(nnf_cost(src, dst, nnf.cpu(), k).mean())
+            if radius is None:
+                best = float(exact_nnf(src, dst, k)[1].mean())
+                exact += best
+                glob += best
+            else:
+                exact += float(exact_windowed_nnf(src, dst, k, centre.cpu(), radius)[1].mean())
+                if with_global:
+                    glob += float(exact_nnf(src, dst, k)[1].mean())
+        out[level] = {"ratio": pm / exact}
+        if with_global or level == "relu5_1":
+            out[level]["ratio_global"] = pm / glob
+    return out
+
+
+def _to_cpu(side):
+    return type(side)(*(t.cpu() for t in side))
+
+
+def kernel_throughput(recorder: SearchRecorder, iterations: int = 10, seed: int = 0) -> Dict[str, float]:
+    """Patch-distance evaluations per second of the PatchMatch search, on relu3_1 A→B′.
+
+    The search is rerun from the recorded start (its result is discarded) counting the candidates
+    it evaluates; the full-distance rate comes from scoring a whole NNF (no early exit).
+    """
+    src, dst, centre, radius, k, nnf = recorder.problems[("relu3_1", "ab")]
+    channels = src.features.shape[-1]
+    evaluations = torch.zeros(src.shape[0], dtype=torch.int64)
+    t0 = time.perf_counter()
+    patchmatch(src, dst, centre, k, iterations, radius, seed=seed, evaluations=evaluations)
+    search_time = time.perf_counter() - t0
+    search_rate = float(evaluations.sum()) / search_time
+    repeats = 5
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        nnf_cost(src, dst, nnf, k)
+    full_rate = repeats * nnf.shape[0] * nnf.shape[1] / (time.perf_counter() - t0)
+    flops_per_eval = 2 * channels * k * k
+    return {
+        "channels": channels, "patch": k,
+        "search_evals_per_s": search_rate, "search_gflops": search_rate * flops_per_eval / 1e9,
+        "full_evals_per_s": full_rate, "full_gflops": full_rate * flops_per_eval / 1e9,
+    }
+
+
+def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.device) -> Dict:
+    config = analogy.AnalogyConfig(size=size, seed=args.seed, weights=args.weights, device=str(device))
+    ia, ib = resize_input(a, size, args.keep_aspect), resize_input(b, size, args.keep_aspect)
+    recorder = SearchRecorder()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        torch.cuda.synchronize()
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        result = run_analogy(ia, ib, config, vgg, on_search=recorder)
+        wall = time.perf_counter() - t0
+    row: Dict = {
+        "size": size, "input_a": list(ia.shape[:2]), "input_b": list(ib.shape[:2]),
+        "working_a": list(result.working_size_a), "working_b": list(result.working_size_b),
+        "wall_s": wall, "stages_s": {k: v for k, v in result.timings.items() if k != "total"},
+        "peak_rss_mb": rss.peak / 2**20,
+        "levels": [
+            {k: v for k, v in lv.items() if k == "level" or k.endswith("_s") or k.startswith("deconv_")}
+            for lv in result.levels
+        ],
+    }
+    if device.type == "cuda":
+        row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if not args.skip_quality:
+        row["nnf_quality"] = nnf_quality(recorder, args.global_quality)
+        if device.type == "cpu":
+            row["kernel"] = kernel_throughput(recorder, config.iterations[2], args.seed)
+    if not args.skip_identity:
+        same = run_analogy(ia, ia, config, vgg)
+        row["identity_psnr_db"] = {"a_prime": psnr(same.a_prime, ia), "b": psnr(same.b, ia)}
+    return row
+
+
+def print_row(row: Dict, conv: float) -> None:
+    s = row["stages_s"]
+    (ha, wa), (hb, wb) = row["working_a"], row["working_b"]
+    print(f"\n== working size {row['size']}: A {wa}×{ha}, B′ {wb}×{hb} (inputs {row['input_a'][1]}×{row['input_a'][0]}, "
+          f"{row['input_b'][1]}×{row['input_b'][0]})")
+    print(f"   end to end {row['wall_s']:.2f} s | " + " | ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    mem = f"   peak RSS {row['peak_rss_mb']:.0f} MB"
+    if "peak_gpu_mb" in row:
+        mem += f", peak GPU {row['peak_gpu_mb']:.0f} MB"
+    print(mem)
+    print("   level     PM a→b   PM b→a   deconv (both)")
+    for lv in row["levels"]:
+        deconv = lv.get("deconv_ab_s", 0.0) + lv.get("deconv_ba_s", 0.0)
+        print(f"   {lv['level']:8s} {lv['patchmatch_ab_s']:7.3f}  {lv['patchmatch_ba_s']:7.3f}  {deconv:8.3f}")
+    if "nnf_quality" in row:
+        q = row["nnf_quality"]
+        print("   NNF quality (PatchMatch/exact mean cost): " + ", ".join(
+            f"{lvl} {v['ratio']:.4f}" + (f" (global {v['ratio_global']:.4f})" if "ratio_global" in v else "")
+            for lvl, v in q.items()))
+    if "kernel" in row:
+        kr = row["kernel"]
+        print(f"   PatchMatch kernel (relu3_1, C={kr['channels']}, k={kr['patch']}): search "
+              f"{kr['search_evals_per_s'] / 1e6:.2f} M evals/s = {kr['search_gflops']:.1f} GFLOP/s "
+              f"({kr['search_gflops'] / conv:.0%} of conv); full distances {kr['full_evals_per_s'] / 1e6:.2f} M/s "
+              f"= {kr['full_gflops']:.1f} GFLOP/s ({kr['full_gflops'] / conv:.0%} of conv)")
+    if "identity_psnr_db" in row:
+        p = row["identity_psnr_db"]
+        print(f"   identity PSNR: A′ {p['a_prime']:.2f} dB, B {p['b']:.2f} dB")
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pair", nargs="+", default=["painting"],
+                        help=f"a named pair ({', '.join(PAIRS)}) or two image paths [default: painting]")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[112, 224, 448], help="working long sides")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--weights", default="caffe")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-aspect", action="store_true", help="keep the inputs' aspect (long side 2·size)")
+    parser.add_argument("--skip-quality", action="store_true", help="no exact NNFs and no kernel throughput")
+    parser.add_argument("--global-quality", action="store_true",
+                        help="also the ratio against the global exact NNF at relu4_1 and relu3_1")
+    parser.add_argument("--skip-identity", action="store_true", help="no identity-PSNR run")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+
+    if len(args.pair) == 1:
+        if args.pair[0] not in PAIRS:
+            parser.error(f"unknown pair {args.pair[0]!r}; name one of {', '.join(PAIRS)} or give two paths")
+        names = PAIRS[args.pair[0]]
+    elif len(args.pair) == 2:
+        names = tuple(args.pair)
+    else:
+        parser.error("--pair takes a name or two paths")
+    device = resolve_device(args.device)
+    a, b = load_pair(*names)
+    vgg = load_vgg(args.weights, str(device))
+    threads = torch.get_num_threads()
+    print(f"analogy {analogy.__version__}, torch {torch.__version__}, device {device}, "
+          f"{os.cpu_count()} CPUs, torch threads {threads}; pair {names[0]} → {names[1]}")
+    warm = analogy.AnalogyConfig(size=min(args.sizes), seed=args.seed, weights=args.weights, device=str(device))
+    run_analogy(resize_input(a, min(args.sizes), args.keep_aspect), resize_input(b, min(args.sizes), args.keep_aspect), warm, vgg)
+    conv = conv_gflops(device)
+    print(f"torch conv2d 3×3 256→256 @56×56: {conv:.1f} GFLOP/s")
+    rows = []
+    for size in args.sizes:
+        row = run_size(vgg, a, b, size, args, device)
+        print_row(row, conv)
+        rows.append(row)
+    if len(rows) > 1:
+        base = rows[0]
+        growth = ", ".join(f"{r['size']}: {r['wall_s'] / base['wall_s']:.2f}× for "
+                           f"{(r['size'] / base['size']) ** 2:.0f}× pixels" for r in rows[1:])
+        print(f"\ngrowth against size {base['size']}: {growth}")
+    if args.json:
+        report = {"pair": names, "device": str(device), "cpus": os.cpu_count(), "torch_threads": threads,
+                  "torch": torch.__version__, "conv_gflops": conv, "runs": rows}
+        args.json.write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()

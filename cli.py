@@ -1,13 +1,21 @@
-"""The `analogy` command: Deep Image Analogy of a structure image A and an appearance image B′."""
+"""The `analogy` command: Deep Image Analogy of a structure image A and an appearance image B′.
+
+    analogy A.png Bprime.png -o out/          one pair (the `run` subcommand, named or not)
+    analogy batch --content photos/ --style starry.jpg -o out/
+    analogy batch pairs.csv                   pairs from a manifest
+"""
 from __future__ import annotations
 
+import functools
 import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, List, Optional
 
 import click
 
 import analogy
+from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest
 from analogy.config import BLEND_PRESETS
 from analogy.pipeline import progress_steps
 from analogy.results import A_PRIME, B
@@ -17,65 +25,181 @@ def _fail(message: str) -> "click.ClickException":
     return click.ClickException(message.splitlines()[0] if message else "failed")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+class _DefaultGroup(click.Group):
+    """A group whose first argument, when it is not a subcommand, starts the `run` subcommand:
+    `analogy A B -o out` is `analogy run A B -o out`."""
+
+    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _options(f: Callable) -> Callable:
+    """The method's options, shared by `run` and `batch`."""
+    options = [
+        click.option("--size", type=int, help="Working long side in px (replaces the size rules and --ratio)."),
+        click.option("--ratio", type=float, help="Working scale after the original's size rules [default: 0.5; 1 = best quality]."),
+        click.option("--blend-level", type=click.Choice([str(k) for k in BLEND_PRESETS]),
+                     help="How much of A's structure A′ keeps: 1 less, 3 more [default: 2]."),
+        click.option("--iterations", type=int, help="PatchMatch iterations per level [default: 10]."),
+        click.option("--deconv-iterations", type=int, help="L-BFGS iterations per deconvolution [default: 10]."),
+        click.option("--seed", type=int, help="Seed of the PatchMatch random search [default: 0]."),
+        click.option("--weights", help="VGG19 weights: caffe (embedded, default), torchvision (downloads once), or a state-dict path."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                     help="Where to compute: auto uses a CUDA GPU when one is present and usable, else the CPU."),
+        click.option("--photo", is_flag=True, help="Photo-to-photo mode: refine A′ and B to keep A's and B′'s edges (WLS)."),
+        click.option("--save-nnf", is_flag=True, help="Also write nnf_ab.npy and nnf_ba.npy (H×W×2 int32, (y, x) matches)."),
+        click.option("--save-flow", is_flag=True, help="Also write flow_ab.png and flow_ba.png (colour-coded displacement)."),
+        click.option("--save-confidence", is_flag=True,
+                     help="Also write confidence_ab.png and confidence_ba.png (NNF forward–backward consistency, white = 1)."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _config(size, ratio, blend_level, iterations, deconv_iterations, seed, weights, device, photo) -> analogy.AnalogyConfig:
+    return analogy.AnalogyConfig().replace(
+        size=size, ratio=ratio, blend_level=int(blend_level) if blend_level else None,
+        iterations=iterations, deconv_iterations=deconv_iterations, seed=seed,
+        weights=weights, device=device, photo=photo or None,
+    )
+
+
+def _one_line_errors(f: Callable) -> Callable:
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except analogy.AnalogyError as exc:
+            raise _fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted; outputs already written are complete, the rest were not written") from None
+
+    return wrapper
+
+
+@click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(analogy.__version__, prog_name="analogy")
+def main() -> None:
+    """Deep Image Analogy: A′ (A's layout in B′'s look) and B (B′'s layout in A's look).
+
+    \b
+    analogy A.png BPRIME.png -o out/     one pair (same as `analogy run …`)
+    analogy batch …                      many pairs (see `analogy batch --help`)
+    """
+
+
+@main.command("run")
 @click.argument("a", metavar="A")
 @click.argument("b_prime", metavar="BPRIME")
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
               help=f"Folder for {A_PRIME} (A's layout, B′'s look) and {B} (B′'s layout, A's look); created if needed.")
-@click.option("--size", type=int, help="Working long side in px (replaces the size rules and --ratio).")
-@click.option("--ratio", type=float, help="Working scale after the original's size rules [default: 0.5; 1 = best quality].")
-@click.option("--blend-level", type=click.Choice([str(k) for k in BLEND_PRESETS]),
-              help="How much of A's structure A′ keeps: 1 less, 3 more [default: 2].")
-@click.option("--iterations", type=int, help="PatchMatch iterations per level [default: 10].")
-@click.option("--deconv-iterations", type=int, help="L-BFGS iterations per deconvolution [default: 10].")
-@click.option("--seed", type=int, help="Seed of the PatchMatch random search [default: 0].")
-@click.option("--weights", help="VGG19 weights: caffe (embedded, default), torchvision (downloads once), or a state-dict path.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="Where to compute: auto uses a CUDA GPU when one is present and usable, else the CPU.")
-@click.option("--save-nnf", is_flag=True, help="Also write nnf_ab.npy and nnf_ba.npy (H×W×2 int32, (y, x) matches).")
-@click.option("--save-flow", is_flag=True, help="Also write flow_ab.png and flow_ba.png (colour-coded displacement).")
-@click.option("--photo", is_flag=True, help="Photo-to-photo mode: refine A′ and B to keep A's and B′'s edges (WLS).")
-@click.option("--save-confidence", is_flag=True,
-              help="Also write confidence_ab.png and confidence_ba.png (NNF forward–backward consistency, white = 1).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
-@click.version_option(analogy.__version__, prog_name="analogy")
-def main(a: str, b_prime: str, output: str, size: Optional[int], ratio: Optional[float],
-         blend_level: Optional[str], iterations: Optional[int], deconv_iterations: Optional[int],
-         seed: Optional[int], weights: Optional[str], device: str, save_nnf: bool, save_flow: bool,
-         photo: bool, save_confidence: bool, quiet: bool) -> None:
+@_options
+@_one_line_errors
+def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flow: bool,
+        save_confidence: bool, **options) -> None:
     """Make A′ (A's layout in BPRIME's look) and B (BPRIME's layout in A's look).
 
     Example: analogy photo.png painting.png -o out/
     """
-    try:
-        config = analogy.AnalogyConfig().replace(
-            size=size, ratio=ratio, blend_level=int(blend_level) if blend_level else None,
-            iterations=iterations, deconv_iterations=deconv_iterations, seed=seed,
-            weights=weights, device=device, photo=photo or None,
-        )
-        out_dir = analogy.image_io.check_writable_dir(output)
-        image_a = analogy.load_image(a, "A")
-        image_b = analogy.load_image(b_prime, "B′")
-        runner = analogy.Analogy(config)
-        if quiet:
-            result = runner(image_a, image_b)
-        else:
-            with click.progressbar(length=progress_steps(config), label="analogy", file=sys.stderr,
-                                   show_eta=False, item_show_func=lambda s: s) as bar:
-                result = runner(image_a, image_b, progress=lambda stage: bar.update(1, stage))
-        paths = analogy.save_result(result, out_dir, save_nnf=save_nnf, save_flow=save_flow,
-                                    save_confidence=save_confidence)
-    except analogy.AnalogyError as exc:
-        raise _fail(str(exc)) from None
-    except KeyboardInterrupt:
-        raise _fail("interrupted; no output was written") from None
+    config = _config(**options)
+    out_dir = analogy.image_io.check_writable_dir(output)
+    image_a = analogy.load_image(a, "A")
+    image_b = analogy.load_image(b_prime, "B′")
+    runner = analogy.Analogy(config)
+    if quiet:
+        result = runner(image_a, image_b)
+    else:
+        with click.progressbar(length=progress_steps(config), label="analogy", file=sys.stderr,
+                               show_eta=False, item_show_func=lambda s: s) as bar:
+            result = runner(image_a, image_b, progress=lambda stage: bar.update(1, stage))
+    paths = analogy.save_result(result, out_dir, save_nnf=save_nnf, save_flow=save_flow,
+                                save_confidence=save_confidence)
     if not quiet:
         t = result.timings
-        stages = ", ".join(f"{k} {t[k]:.1f}s" for k in ("features", "patchmatch", "deconvolution", "fusion", "reconstruction", "refinement") if k in t)
+        stages = ", ".join(f"{k} {t[k]:.1f}s" for k in
+                           ("features", "patchmatch", "deconvolution", "fusion", "reconstruction", "refinement") if k in t)
         (ha, wa), (hb, wb) = result.working_size_a, result.working_size_b
         click.echo(f"working sizes A {wa}×{ha}, B′ {wb}×{hb}; {stages}; total {t['total']:.1f}s", err=True)
         for path in paths.values():
             click.echo(f"wrote {Path(path)}", err=True)
+
+
+@main.command("batch")
+@click.argument("manifest", required=False, type=click.Path(dir_okay=False))
+@click.option("--content", multiple=True, metavar="DIR_OR_FILE",
+              help="A structure image, or a folder of them (repeatable). Pairs every one with every --style.")
+@click.option("--style", multiple=True, metavar="DIR_OR_FILE", help="An appearance image B′, or a folder of them (repeatable).")
+@click.option("-o", "--output", "output", type=click.Path(file_okay=False),
+              help="Folder under which each pair gets its own folder (required with --content/--style; "
+                   "with a manifest, the base of relative output folders, else the manifest's folder).")
+@click.option("--resume", is_flag=True, help="Skip pairs whose outputs are complete; redo the others.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first pair that fails.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Pairs run at once, each in its own process (CPU cores are split between them; one per GPU on CUDA).")
+@_options
+@_one_line_errors
+def batch(manifest: Optional[str], content, style, output: Optional[str], resume: bool, fail_fast: bool,
+          jobs: int, quiet: bool, save_nnf: bool, save_flow: bool, save_confidence: bool, **options) -> None:
+    """Many pairs: every --content × every --style, or the rows of a CSV MANIFEST.
+
+    \b
+    analogy batch --content photos/ --style starry_night.jpg -o out/
+        writes out/<photo>__starry_night/A_prime.png and B.png for each photo
+    analogy batch pairs.csv
+        pairs.csv has a header A,B′,output (B' or Bprime also accepted) and one row per pair;
+        paths are relative to the manifest
+
+    A pair that fails is reported and the others go on; the exit status is 1 if any failed.
+    """
+    if manifest and (content or style):
+        raise _fail("give either a MANIFEST or --content/--style, not both")
+    if manifest:
+        pairs = pairs_from_manifest(manifest, output)
+    elif content or style:
+        if not output:
+            raise _fail("--content/--style need an output folder: -o OUT")
+        pairs = pairs_from_lists(content, style, output)
+    else:
+        raise _fail("nothing to do: give a MANIFEST or --content and --style (see analogy batch --help)")
+    config = _config(**options)
+    if output:
+        analogy.image_io.check_writable_dir(output)
+    outcomes = analogy.batch(pairs, config, jobs=jobs, resume=resume, fail_fast=fail_fast,
+                             save_nnf=save_nnf, save_flow=save_flow, save_confidence=save_confidence)
+    t0 = time.perf_counter()
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    failures: List[PairOutcome] = []
+
+    def record(outcome: PairOutcome) -> None:
+        counts[outcome.status] += 1
+        if outcome.status == "failed":
+            failures.append(outcome)
+            if not quiet:
+                click.echo(f"\nfailed: {outcome.pair.name}: {outcome.error}", err=True)
+
+    if quiet:
+        for outcome in outcomes:
+            record(outcome)
+    else:
+        with click.progressbar(outcomes, length=len(pairs), label=f"{len(pairs)} pairs", file=sys.stderr,
+                               show_pos=True, show_eta=True,
+                               item_show_func=lambda o: f"{o.pair.name} {o.status}" if o else "") as bar:
+            for outcome in bar:
+                record(outcome)
+    if not quiet:
+        elapsed = time.perf_counter() - t0
+        click.echo(f"batch: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+                   f"of {len(pairs)} pairs in {elapsed:.1f}s", err=True)
+        for outcome in failures:
+            click.echo(f"failed: {outcome.pair.name}: {outcome.error}", err=True)
+    if failures:
+        if quiet:
+            raise _fail(f"{len(failures)} of {len(pairs)} pairs failed, first {failures[0].pair.name}: {failures[0].error}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,14 @@ from .features import VGG19Features, load_vgg
 from .image_io import ImageLike, load_image
 from .pipeline import AnalogyResult, Progress, resolve_device, run_analogy, working_size
 from .results import save_result
+from .batch import Pair, PairOutcome, batch, pairs_from_lists, pairs_from_manifest
 from . import image_io
 
 __all__ = [
     "Analogy", "AnalogyConfig", "AnalogyResult", "analogy", "load_image", "save_result",
     "AnalogyError", "ConfigError", "DeviceError", "InputImageError", "OutOfMemoryError",
     "OutputError", "WeightsError", "BLEND_PRESETS", "LEVEL_NAMES", "working_size",
+    "batch", "Pair", "PairOutcome", "pairs_from_lists", "pairs_from_manifest",
 ]
 __version__ = "0.1.0"
 

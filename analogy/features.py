@@ -5,10 +5,11 @@ preprocessed image itself. Level l ≥ 1 has 1/2^(l-1) of the image's resolution
 """
 from __future__ import annotations
 
+import collections
 import functools
 import os
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -174,3 +175,31 @@ def load_vgg(weights: str = "caffe", device: str = "cpu") -> VGG19Features:
     except RuntimeError as exc:
         raise WeightsError(f"weights {weights!r} do not fit VGG19: {str(exc).splitlines()[0]}") from None
     return model.to(device)
+
+
+class FeatureCache:
+    """Feature maps of images that take part in many pairs (a batch's style image, typically),
+    computed once per (image, working size) and kept for the `capacity` most recently used.
+
+    Keys are chosen by the caller and must identify the image's pixels (batch uses the file's
+    resolved path, size and modification time). Cached maps are shared, never modified.
+    """
+
+    def __init__(self, capacity: int = 8) -> None:
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self._maps: "collections.OrderedDict[Tuple, List[torch.Tensor]]" = collections.OrderedDict()
+
+    def get(self, key: Tuple, compute: Callable[[], List[torch.Tensor]]) -> List[torch.Tensor]:
+        """The maps stored under `key`, computing and storing them first if needed."""
+        if key in self._maps:
+            self.hits += 1
+            self._maps.move_to_end(key)
+            return self._maps[key]
+        self.misses += 1
+        maps = compute()
+        self._maps[key] = maps
+        while len(self._maps) > self.capacity:
+            self._maps.popitem(last=False)
+        return maps

@@ -15,7 +15,7 @@ import torch
 from .config import LEVEL_NAMES, MIN_WORKING_SIDE, SIZE_MULTIPLE, AnalogyConfig
 from .deconvolution import deconvolve
 from .errors import DeviceError, OutOfMemoryError
-from .features import VGG19Features, load_vgg
+from .features import FeatureCache, VGG19Features, load_vgg
 from .fusion import fuse, response_mask
 from .nnf import consistency_confidence, identity_nnf, upsample_nnf, vote
 from .patchmatch import SearchFeatures, patchmatch, prepare
@@ -174,13 +174,20 @@ def run_analogy(
     vgg: Optional[VGG19Features] = None,
     progress: Progress = None,
     on_search: SearchObserver = None,
+    cache: Optional[FeatureCache] = None,
+    keys: Tuple[Optional[tuple], Optional[tuple]] = (None, None),
 ) -> AnalogyResult:
-    """Deep Image Analogy of A (structure) and B′ (appearance), both H×W×3 uint8 arrays."""
+    """Deep Image Analogy of A (structure) and B′ (appearance), both H×W×3 uint8 arrays.
+
+    With a `cache`, the VGG maps of an image with a key in `keys` (for A, for B′) are taken from it,
+    or computed once and stored there under (key, working size).
+    """
     device = resolve_device(config.device)
     vgg = vgg if vgg is not None else load_vgg(config.weights, str(device))
     size_a, size_b = working_size(image_a.shape[:2], config), working_size(image_b.shape[:2], config)
     try:
-        return _run(image_a, image_b, size_a, size_b, config, vgg, progress or (lambda _: None), on_search)
+        return _run(image_a, image_b, size_a, size_b, config, vgg, progress or (lambda _: None), on_search,
+                    cache, keys)
     except Exception as exc:
         if isinstance(exc, OutOfMemoryError) or not _out_of_memory(exc, device):
             raise
@@ -197,13 +204,22 @@ def _patch(config: AnalogyConfig, level: int) -> int:
     return config.patch_sizes[len(LEVEL_NAMES) - max(level, 1)]
 
 
-def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None) -> AnalogyResult:
+def _features(vgg: VGG19Features, image: np.ndarray, size: Shape, cache: Optional[FeatureCache],
+              key: Optional[tuple]) -> List[torch.Tensor]:
+    def compute() -> List[torch.Tensor]:
+        return vgg.extract(vgg.preprocess(_resize(image, size)))
+
+    return compute() if cache is None or key is None else cache.get((key, size), compute)
+
+
+def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None, cache=None,
+         keys=(None, None)) -> AnalogyResult:
     clock = _Clock()
     t_start = time.perf_counter()
     progress("extracting VGG19 features")
     with clock("features"):
-        fa = vgg.extract(vgg.preprocess(_resize(image_a, size_a)))
-        fb = vgg.extract(vgg.preprocess(_resize(image_b, size_b)))
+        fa = _features(vgg, image_a, size_a, cache, keys[0])
+        fb = _features(vgg, image_b, size_b, cache, keys[1])
     fa_prime: Dict[int, torch.Tensor] = {5: fa[5]}  # F_A′, A's structure with B′'s appearance
     fb_plain: Dict[int, torch.Tensor] = {5: fb[5]}  # F_B, B′'s structure with A's appearance
     nnf_ab = identity_nnf(level_shape(size_a, 5), level_shape(size_b, 5), fa[5].device)

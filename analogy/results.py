@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, List, Union
 
 import numpy as np
 import torch
@@ -17,6 +17,15 @@ A_PRIME, B, NNF_AB, NNF_BA, FLOW_AB, FLOW_BA = (
     "A_prime.png", "B.png", "nnf_ab.npy", "nnf_ba.npy", "flow_ab.png", "flow_ba.png",
 )
 CONFIDENCE_AB, CONFIDENCE_BA = "confidence_ab.png", "confidence_ba.png"
+
+
+def output_names(save_nnf: bool = False, save_flow: bool = False, save_confidence: bool = False) -> List[str]:
+    """The file names save_result writes with these options."""
+    names = [A_PRIME, B]
+    names += [NNF_AB, NNF_BA] if save_nnf else []
+    names += [FLOW_AB, FLOW_BA] if save_flow else []
+    names += [CONFIDENCE_AB, CONFIDENCE_BA] if save_confidence else []
+    return names
 
 
 def save_result(result: AnalogyResult, out_dir: Union[str, os.PathLike], save_nnf: bool = False,

@@ -51,10 +51,13 @@ def deconvolve(
 
     x = init.detach().clone().requires_grad_(True)
     evaluations = 0
-    # L-BFGS's own stopping tests are in absolute units; the stop here is on relative improvement.
+    # No line search: one evaluation per iteration instead of about two, and from the voted start
+    # the plain L-BFGS steps reach the same loss (measured on the photo→painting pair at 224 px).
+    # L-BFGS's own stopping tests are in absolute units; the stop here is on relative improvement,
+    # and the best point seen is kept, so a step that raises the loss is never the answer.
     optimizer = torch.optim.LBFGS(
         [x], lr=1.0, max_iter=1, history_size=history,
-        tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
+        tolerance_grad=0.0, tolerance_change=0.0, line_search_fn=None,
     )
 
     def closure() -> torch.Tensor:
@@ -66,14 +69,22 @@ def deconvolve(
         return loss
 
     losses = []
+    best_loss, best_x = float("inf"), None
     with torch.enable_grad():
         for _ in range(iterations):
-            losses.append(float(optimizer.step(closure).detach()))  # the loss before this step
+            before = x.detach().clone()
+            losses.append(float(optimizer.step(closure).detach()))  # the loss at `before`
+            if losses[-1] < best_loss:
+                best_loss, best_x = losses[-1], before
+            if not losses[-1] <= best_loss * (1.0 + 1e-6):
+                break  # the last step made things worse: stop at the best point
             # the first L-BFGS step is a short gradient step, so judge progress from the third on
             if len(losses) > 2 and losses[-2] - losses[-1] < tolerance * losses[-2]:
                 break
     with torch.no_grad():
-        result = features(x).detach()
         final = float(loss_of(x))
+        if best_x is not None and not final < best_loss:
+            x, final = best_x, best_loss
+        result = features(x).detach()
     initial = losses[0] if losses else final
     return result, DeconvInfo(initial * relative, final * relative, evaluations)

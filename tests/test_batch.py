@@ -151,3 +151,18 @@ def test_single_pair_command_still_works_beside_batch(folders, tmp_path):
     res = _invoke("run", content / "sky.png", style, "-o", tmp_path / "r", "--size", SIZE, "-q")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r" / "A_prime.png").exists()
+
+
+def test_feature_cache_computes_a_shared_style_once(skyline, starry, vgg):
+    from analogy.features import FeatureCache
+    from analogy.pipeline import run_analogy
+
+    config = analogy.AnalogyConfig(size=int(SIZE))
+    a1, a2, style = skyline[:120, :160], skyline[-120:, -150:], starry[:140, :150]
+    cache = FeatureCache()
+    cached = [run_analogy(a, style, config, vgg, cache=cache, keys=(name, "style"))
+              for a, name in ((a1, "a1"), (a2, "a2"))]
+    assert (cache.misses, cache.hits) == (3, 1)
+    for a, result in zip((a1, a2), cached):
+        plain = run_analogy(a, style, config, vgg)
+        assert np.array_equal(result.a_prime, plain.a_prime) and np.array_equal(result.b, plain.b)

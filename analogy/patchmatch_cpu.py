@@ -57,8 +57,8 @@ def patch_cost(fa, na, fb, nb, ay, ax, by, bx, half, limit):
             for k in range(c):
                 dot += fa[ya, xa, k] * fb[yb, xb, k]
             total += na[ya, xa] + nb[yb, xb] - np.float32(2.0) * dot
-        if total > limit:
-            return total
+            if total > limit:
+                return total
     return total
 
 

@@ -168,11 +168,11 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
     config = _config(**options)
     if output:
         analogy.image_io.check_writable_dir(output)
-    outcomes = analogy.batch(pairs, config, jobs=jobs, resume=resume, fail_fast=fail_fast,
-                             save_nnf=save_nnf, save_flow=save_flow, save_confidence=save_confidence)
     t0 = time.perf_counter()
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures: List[PairOutcome] = []
+    run_batch = functools.partial(analogy.batch, pairs, config, jobs=jobs, resume=resume, fail_fast=fail_fast,
+                                  save_nnf=save_nnf, save_flow=save_flow, save_confidence=save_confidence)
 
     def record(outcome: PairOutcome) -> None:
         counts[outcome.status] += 1
@@ -182,14 +182,18 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
                 click.echo(f"\nfailed: {outcome.pair.name}: {outcome.error}", err=True)
 
     if quiet:
-        for outcome in outcomes:
+        for outcome in run_batch():
             record(outcome)
     else:
-        with click.progressbar(outcomes, length=len(pairs), label=f"{len(pairs)} pairs", file=sys.stderr,
-                               show_pos=True, show_eta=True,
-                               item_show_func=lambda o: f"{o.pair.name} {o.status}" if o else "") as bar:
-            for outcome in bar:
+        with click.progressbar(length=len(pairs), label=f"{len(pairs)} pairs", file=sys.stderr, show_pos=True,
+                               show_eta=True, item_show_func=lambda text: text) as bar:
+            def started(pair) -> None:
+                bar.current_item = f"running {pair.name}"
+                bar.render_progress()
+
+            for outcome in run_batch(on_start=started):
                 record(outcome)
+                bar.update(1, f"{outcome.status} {outcome.pair.name}")
     if not quiet:
         elapsed = time.perf_counter() - t0
         click.echo(f"batch: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "

@@ -49,9 +49,8 @@ class AnalogyConfig:
         kappa, tau: sharpness and threshold of the sigmoid mask on normalised ‖F_A‖².
     Deconvolution:
         deconv_iterations: L-BFGS iterations per level and direction (the original allows 100;
-            starting from the voted features, 10 already remove most of the error). L-BFGS runs
-            without a line search, one forward/backward pass of the sub-network per iteration,
-            keeping the best point seen.
+            starting from the voted features, 10 already remove most of the error). Each iteration
+            costs one forward/backward pass of the sub-network (see deconvolution.py).
         deconv_layers_down: 1 optimises relu(L-1)_1 itself; 2 optimises relu(L-2)_1 (or the
             image) as the original does. 1 is the default: it costs about half as much per
             iteration and, measured on the photo→painting pair at 224 px, reaches a lower

@@ -119,7 +119,7 @@ _dot = _device(_dot_numpy if SIMULATOR else _dot_loop)
 @_device
 def _patch_cost(fa, na, fb, nb, ha, wa, hb, wb, ay, ax, by, bx, half, limit):
     """Σ over the patch of ‖a − b‖² = |a|² + |b|² − 2a·b, borders clamped (A is ha×wa, B hb×wb);
-    stops once above `limit` (after a whole row of the patch, as the CPU kernel does)."""
+    stops at the first position where the sum passes `limit`, as the CPU kernel does."""
     total = float32(0.0)
     for dy in range(-half, half + 1):
         ya = _clamp(ay + dy, 0, ha - 1)
@@ -128,8 +128,8 @@ def _patch_cost(fa, na, fb, nb, ha, wa, hb, wb, ay, ax, by, bx, half, limit):
             xa = _clamp(ax + dx, 0, wa - 1)
             xb = _clamp(bx + dx, 0, wb - 1)
             total += na[ya, xa] + nb[yb, xb] - float32(2.0) * _dot(fa, ya, xa, fb, yb, xb)
-        if total > limit:
-            return total
+            if total > limit:
+                return total
     return total
 
 
@@ -187,6 +187,18 @@ def _cost_kernel(fa, na, fb, nb, nnf, cost, centre, window, half, clamp):
 
 
 @_device
+def _try(fa, na, fb, nb, ha, wa, hb, wb, y, x, cy, cx, half, by, bx, best):
+    """Evaluate candidate (cy, cx) unless it is the current match (by, bx); return the better
+    match, its cost, and 1 if a distance was computed (else 0)."""
+    if cy == by and cx == bx:
+        return by, bx, best, 0
+    c = _patch_cost(fa, na, fb, nb, ha, wa, hb, wb, y, x, cy, cx, half, best)
+    if c < best:
+        return cy, cx, c, 1
+    return by, bx, best, 1
+
+
+@_device
 def _pass_at(fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, window, half, radius, samples,
              seed, counter, step, y, x):
     """One PatchMatch pass at (y, x); see the module docstring. Returns the distances computed."""
@@ -217,13 +229,8 @@ def _pass_at(fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, window, half,
             # the neighbour's match, moved back by the offset to the neighbour
             cy = _clamp(np.int64(src[ny, nx, 0]) - dy, ylo, yhi)
             cx = _clamp(np.int64(src[ny, nx, 1]) - dx, xlo, xhi)
-            if cy != by or cx != bx:
-                n += 1
-                c = _patch_cost(fa, na, fb, nb, ha, wa, hb, wb, y, x, cy, cx, half, best)
-                if c < best:
-                    by = cy
-                    bx = cx
-                    best = c
+            by, bx, best, tried = _try(fa, na, fb, nb, ha, wa, hb, wb, y, x, cy, cx, half, by, bx, best)
+            n += tried
     r = radius
     sample = 0
     while r >= 1:
@@ -231,13 +238,8 @@ def _pass_at(fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, window, half,
             oy, ox = _random_offset(seed, counter, y, x, sample, r)
             cy = _clamp(by + oy, ylo, yhi)
             cx = _clamp(bx + ox, xlo, xhi)
-            if cy != by or cx != bx:
-                n += 1
-                c = _patch_cost(fa, na, fb, nb, ha, wa, hb, wb, y, x, cy, cx, half, best)
-                if c < best:
-                    by = cy
-                    bx = cx
-                    best = c
+            by, bx, best, tried = _try(fa, na, fb, nb, ha, wa, hb, wb, y, x, cy, cx, half, by, bx, best)
+            n += tried
             sample += 1
         r //= 2
     dst[y, x, 0] = by

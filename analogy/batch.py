@@ -7,6 +7,7 @@ unfinished pairs.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import multiprocessing
 import os
@@ -290,16 +291,17 @@ def _batch_processes(todo, config, save, workers, devices, fail_fast, on_start) 
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_process,
                                initargs=(config, save, threads, queue))
     pending: Dict[Future, Pair] = {}
-    queue_pairs = list(todo)
+    order = {pair: i for i, pair in enumerate(todo)}
+    queue_pairs = collections.deque(todo)
     try:
         while queue_pairs or pending:
             while queue_pairs and len(pending) < workers:
-                pair = queue_pairs.pop(0)
+                pair = queue_pairs.popleft()
                 if on_start is not None:
                     on_start(pair)
                 pending[pool.submit(_run_in_process, pair)] = pair
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in sorted(done, key=lambda f: todo.index(pending[f])):
+            for future in sorted(done, key=lambda f: order[pending[f]]):
                 pair = pending.pop(future)
                 try:
                     outcome = future.result()

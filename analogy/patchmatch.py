@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple
 
-import numpy as np
 import torch
 
 from . import patchmatch_cpu

@@ -12,7 +12,6 @@ from PIL import Image
 from analogy import load_image
 from cli import main
 
-from .conftest import image_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,5 @@
 """PatchMatch against the exact brute-force NNF, on real VGG features of real images."""
 import numba
-import numpy as np
 import pytest
 import torch
 

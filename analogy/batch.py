@@ -212,6 +212,14 @@ def _run_in_process(pair: Pair) -> PairOutcome:
     return _PROCESS_WORKER.run(pair)
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _as_pair(item: Union[Pair, Tuple[PathLike, PathLike, PathLike]]) -> Pair:
     if isinstance(item, Pair):
         return item
@@ -287,7 +295,7 @@ def _batch_processes(todo, config, save, workers, devices, fail_fast, on_start) 
         queue = ctx.Manager().Queue()
         for d in devices:
             queue.put(d)
-    threads = max(1, (os.cpu_count() or 1) // workers) if devices is None else max(1, torch.get_num_threads())
+    threads = max(1, _usable_cpus() // workers) if devices is None else max(1, torch.get_num_threads())
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_process,
                                initargs=(config, save, threads, queue))
     pending: Dict[Future, Pair] = {}

@@ -70,15 +70,16 @@ def deconvolve(
     evaluations = 1
     losses = [loss]
     pairs: List[Tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / y·s), oldest first
+    scale = 1.0  # s·y / y·y of the newest pair: the initial inverse Hessian
     with torch.no_grad():
         for _ in range(iterations):
             if loss * relative < _SOLVED:
                 break  # the start already reproduces the target (e.g. an image with itself)
-            direction = _lbfgs_direction(grad, pairs)
+            direction = _lbfgs_direction(grad, pairs, scale)
             slope = float(grad.flatten().dot(direction.flatten()))
             if not slope < 0:  # not a descent direction (lost curvature): restart from the gradient
                 pairs.clear()
-                direction = _lbfgs_direction(grad, pairs)
+                direction = _lbfgs_direction(grad, pairs, scale)
                 slope = float(grad.flatten().dot(direction.flatten()))
             if not pairs:
                 # No curvature yet: a Polyak step, the step that would reach zero loss if the loss
@@ -100,9 +101,11 @@ def deconvolve(
             s = candidate.sub_(x)
             y = new_grad - grad
             ys = float(y.flatten().dot(s.flatten()))
-            if ys > 1e-12 * float(y.flatten().dot(y.flatten())):
+            yy = float(y.flatten().dot(y.flatten()))
+            if ys > 1e-12 * yy:
                 pairs.append((s, y, 1.0 / ys))
                 del pairs[:-history]
+                scale = ys / yy
             x.add_(s)
             loss, grad = new_loss, new_grad
             losses.append(loss)
@@ -119,9 +122,10 @@ _ARMIJO = 1e-4
 _BACKTRACKS = 3
 
 
-def _lbfgs_direction(grad: torch.Tensor, pairs: List[Tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
+def _lbfgs_direction(grad: torch.Tensor, pairs: List[Tuple[torch.Tensor, torch.Tensor, float]],
+                     scale: float) -> torch.Tensor:
     """−H·grad by L-BFGS's two-loop recursion over the stored (s, y, 1/y·s) pairs (Nocedal & Wright,
-    Algorithm 7.4), with the initial Hessian scaled by s·y / y·y of the newest pair."""
+    Algorithm 7.4), the initial inverse Hessian being `scale` (s·y / y·y of the newest pair)."""
     q = grad.neg()
     alphas = []
     for s, y, rho in reversed(pairs):
@@ -129,8 +133,7 @@ def _lbfgs_direction(grad: torch.Tensor, pairs: List[Tuple[torch.Tensor, torch.T
         q.sub_(y, alpha=alpha)
         alphas.append(alpha)
     if pairs:
-        s, y, rho = pairs[-1]
-        q.mul_(1.0 / (rho * float(y.flatten().dot(y.flatten()))))
+        q.mul_(scale)
     for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
         beta = rho * float(y.flatten().dot(q.flatten()))
         q.add_(s, alpha=alpha - beta)

@@ -12,8 +12,8 @@ from .config import BLEND_PRESETS, LEVEL_NAMES, AnalogyConfig
 from .errors import (
     AnalogyError, ConfigError, DeviceError, InputImageError, OutOfMemoryError, OutputError, WeightsError,
 )
-from .features import VGG19Features, load_vgg
-from .image_io import ImageLike, load_image
+from .features import FeatureCache, VGG19Features, load_vgg
+from .image_io import ImageLike, file_key, load_image
 from .pipeline import AnalogyResult, Progress, resolve_device, run_analogy, working_size
 from .results import save_result
 from .batch import Pair, PairOutcome, batch, pairs_from_lists, pairs_from_manifest
@@ -36,10 +36,14 @@ class Analogy:
     ...     result = runner(photo, "starry_night.jpg")
     """
 
-    def __init__(self, config: Optional[AnalogyConfig] = None, **options) -> None:
+    def __init__(self, config: Optional[AnalogyConfig] = None, feature_cache: Optional[FeatureCache] = None,
+                 **options) -> None:
+        """`feature_cache`, if given, keeps the VGG maps of images given as file paths, so that a
+        file used in many pairs (a style image) is analysed once per working size."""
         self.config = (config or AnalogyConfig()).replace(**options)
         self.device = resolve_device(self.config.device)
         self.vgg: VGG19Features = load_vgg(self.config.weights, str(self.device))
+        self.feature_cache = feature_cache
 
     def __call__(self, a: ImageLike, b_prime: ImageLike, progress: Progress = None, **options) -> AnalogyResult:
         """Analogy of structure image `a` and appearance image `b_prime` (paths, PIL images or
@@ -50,7 +54,8 @@ class Analogy:
             raise ConfigError("weights and device are fixed per Analogy object; create a new one")
         image_a = load_image(a, "A")
         image_b = load_image(b_prime, "B′")
-        return run_analogy(image_a, image_b, config, self.vgg, progress)
+        return run_analogy(image_a, image_b, config, self.vgg, progress, cache=self.feature_cache,
+                           keys=(file_key(a), file_key(b_prime)))
 
 
 def analogy(a: ImageLike, b_prime: ImageLike, config: Optional[AnalogyConfig] = None,

@@ -22,7 +22,6 @@ import torch
 from .config import AnalogyConfig
 from .errors import AnalogyError, ConfigError
 from .features import FeatureCache
-from .image_io import load_image
 from .results import output_names, save_result
 
 PathLike = Union[str, os.PathLike]
@@ -159,31 +158,20 @@ def _clear_stale(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _image_key(path: Path) -> tuple:
-    stat = path.stat()
-    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
 class _Worker:
     """One VGG and one feature cache, running pairs one after another."""
 
     def __init__(self, config: AnalogyConfig, save: Dict[str, bool]) -> None:
         from . import Analogy
 
-        self.runner = Analogy(config)
-        self.cache = FeatureCache()
+        self.runner = Analogy(config, feature_cache=FeatureCache())
         self.save = save
 
     def run(self, pair: Pair) -> PairOutcome:
-        from .pipeline import run_analogy
-
         t0 = time.perf_counter()
         try:
             _clear_stale(pair.out)
-            image_a = load_image(pair.a, "A")
-            image_b = load_image(pair.b_prime, "B′")
-            result = run_analogy(image_a, image_b, self.runner.config, self.runner.vgg, cache=self.cache,
-                                 keys=(_image_key(pair.a), _image_key(pair.b_prime)))
+            result = self.runner(pair.a, pair.b_prime)
             save_result(result, pair.out, **self.save)
         except AnalogyError as exc:
             return PairOutcome(pair, "failed", str(exc).splitlines()[0], time.perf_counter() - t0)

@@ -5,7 +5,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Union
+from typing import Callable, Dict, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -94,6 +94,19 @@ def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
             f"{name}: {w}×{h} px is too small; both sides must be at least {MIN_INPUT_SIDE} px"
         )
     return rgb
+
+
+def file_key(src: ImageLike) -> Optional[tuple]:
+    """An identity for an image given as a file path (resolved path, size, modification time),
+    for caching what was computed from it; None for arrays and PIL images."""
+    if isinstance(src, (np.ndarray, Image.Image)):
+        return None
+    path = Path(src)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def check_writable_dir(folder: Union[str, os.PathLike]) -> Path:

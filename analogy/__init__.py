@@ -23,7 +23,7 @@ __all__ = [
     "Analogy", "AnalogyConfig", "AnalogyResult", "analogy", "load_image", "save_result",
     "AnalogyError", "ConfigError", "DeviceError", "InputImageError", "OutOfMemoryError",
     "OutputError", "WeightsError", "BLEND_PRESETS", "LEVEL_NAMES", "working_size",
-    "batch", "Pair", "PairOutcome", "pairs_from_lists", "pairs_from_manifest",
+    "batch", "Pair", "PairOutcome", "pairs_from_lists", "pairs_from_manifest", "FeatureCache",
 ]
 __version__ = "0.1.0"
 

@@ -40,8 +40,11 @@ class AnalogyConfig:
         max_long_side, min_long_side, max_area: the original's size rules, applied before `ratio`.
     PatchMatch (per level, relu5_1 … relu1_1):
         patch_sizes, iterations: patch side and PatchMatch iterations.
-        radii: search radius around the match upsampled from the level above; None means the whole
-            map (used at relu5_1, where the search starts from the identity NNF).
+        radii: the starting radius of the random search: each iteration samples windows of radius
+            r, r/2, … 1 around each position's current best match, as the original does. None
+            means the whole map (relu5_1, where the search starts from the identity NNF). Below
+            relu5_1 the search starts from the NNF upsampled from the level above, but nothing
+            bounds it there: propagation carries a neighbour's match wherever it lies.
         band_height: rows per band in the CPU kernel. Bands are a fixed partition of the image, not
             of the threads, so results do not depend on the number of cores.
     Fusion:
@@ -52,9 +55,9 @@ class AnalogyConfig:
             starting from the voted features, 10 already remove most of the error). Each iteration
             costs one forward/backward pass of the sub-network (see deconvolution.py).
         deconv_layers_down: 1 optimises relu(L-1)_1 itself; 2 optimises relu(L-2)_1 (or the
-            image) as the original does. 1 is the default: it costs about half as much per
-            iteration and, measured on the photo→painting pair at 224 px, reaches a lower
-            relative error (e.g. 0.15 vs 0.24 at relu5_1→relu4_1 after 40 iterations).
+            image) as the original does. Either way the variable starts from the structure
+            image's own map at that level (A's for A′, B′'s for B), as in the original. 1 is the
+            default: it costs about two thirds as much and the results look alike (README).
         deconv_history: L-BFGS history size (4 in the original).
         deconv_tolerance: stop when an iteration improves the loss by less than this fraction.
     Reconstruction:

@@ -72,7 +72,8 @@ def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tens
     """Patch voting: out(p) = mean over x ∈ N(p) of source(φ(x) + (p − x)).
 
     `source` is C×H_B×W_B, `nnf` maps a target of size H×W into it; the result is C×H×W.
-    Positions outside either map are clamped to the border.
+    As in the original, the mean is over the x inside the target whose φ(x) + (p − x) lies
+    inside the source (p itself always contributes).
     """
     kernels = _cuda_kernels(source) if source.dtype == torch.float32 else None
     if kernels is not None:
@@ -84,15 +85,21 @@ def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tens
     ys = torch.arange(h, device=nnf.device)
     xs = torch.arange(w, device=nnf.device)
     out = torch.zeros((c, h * w), dtype=source.dtype, device=source.device)
+    count = torch.zeros((h * w,), dtype=source.dtype, device=source.device)
     for dy in range(-half, half + 1):
         yy = (ys + dy).clamp(0, h - 1)
         for dx in range(-half, half + 1):
             xx = (xs + dx).clamp(0, w - 1)
             match = nnf[yy[:, None], xx[None, :]].long()
-            sy = (match[..., 0] + (ys - yy)[:, None]).clamp_(0, hb - 1)
-            sx = (match[..., 1] + (xs - xx)[None, :]).clamp_(0, wb - 1)
-            out += flat.index_select(1, (sy * wb + sx).reshape(-1))
-    return (out / patch_size**2).reshape(c, h, w)
+            sy = match[..., 0] - dy
+            sx = match[..., 1] - dx
+            inside = ((ys + dy >= 0) & (ys + dy < h))[:, None] & ((xs + dx >= 0) & (xs + dx < w))[None, :]
+            inside &= (sy >= 0) & (sy < hb) & (sx >= 0) & (sx < wb)
+            index = (sy.clamp(0, hb - 1) * wb + sx.clamp(0, wb - 1)).reshape(-1)
+            weight = inside.reshape(-1).to(source.dtype)
+            out += flat.index_select(1, index) * weight
+            count += weight
+    return (out / count).reshape(c, h, w)
 
 
 def displacement(nnf: torch.Tensor, shape_b: Shape) -> np.ndarray:
@@ -139,3 +146,36 @@ def consistency_confidence(nnf_ab: torch.Tensor, nnf_ba: torch.Tensor, sigma: fl
     d2 = (back[..., 0] - ys) ** 2 + (back[..., 1] - xs) ** 2
     s = sigma * max(h, w)
     return torch.exp(-d2 / (2.0 * s * s))
+
+
+def discontinuities(nnf: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where neighbouring matches are not neighbours: (H, W−1) across columns, (H−1, W) across rows.
+
+    Entry [y, x] of the first is True when φ(y, x+1) ≠ φ(y, x) + (0, 1), i.e. the edge between
+    columns x and x+1 is the border of two copied pieces of B; likewise for rows.
+    """
+    nnf = torch.as_tensor(nnf).long()
+    across_cols = (nnf[:, 1:, 0] != nnf[:, :-1, 0]) | (nnf[:, 1:, 1] != nnf[:, :-1, 1] + 1)
+    across_rows = (nnf[1:, :, 0] != nnf[:-1, :, 0] + 1) | (nnf[1:, :, 1] != nnf[:-1, :, 1])
+    return across_cols, across_rows
+
+
+def gridness(nnf: torch.Tensor, cell: int = 16) -> Tuple[float, float]:
+    """(gridness, discontinuity rate) of a working-resolution NNF.
+
+    The rate is the fraction of edges between neighbouring positions that are discontinuities
+    (see `discontinuities`). Gridness is the rate on the edges that lie on the lines of a grid of
+    `cell` positions (the relu5_1 grid: 16 working pixels) divided by the rate on all other edges:
+    1.0 means the pieces' borders do not prefer the coarse grid; a result tiled on the relu5_1 grid
+    gives much more. NaN when there are no discontinuities off the grid.
+    """
+    across_cols, across_rows = discontinuities(nnf)
+    on_col = (torch.arange(1, across_cols.shape[1] + 1, device=nnf.device) % cell == 0)[None, :].expand_as(across_cols)
+    on_row = (torch.arange(1, across_rows.shape[0] + 1, device=nnf.device) % cell == 0)[:, None].expand_as(across_rows)
+    on_count = int(on_col.sum() + on_row.sum())
+    off_count = across_cols.numel() + across_rows.numel() - on_count
+    on = int(across_cols[on_col].sum() + across_rows[on_row].sum())
+    off = int(across_cols[~on_col].sum() + across_rows[~on_row].sum())
+    rate = (on + off) / max(on_count + off_count, 1)
+    off_rate = off / max(off_count, 1)
+    return (on / max(on_count, 1)) / off_rate if off_rate > 0 else float("nan"), rate

@@ -39,7 +39,6 @@ def patchmatch(
     patch_size: int,
     iterations: int,
     radius: Optional[int] = None,
-    centre: Optional[torch.Tensor] = None,
     seed: int = 0,
     band_height: int = 4,
     samples: int = 1,
@@ -47,8 +46,9 @@ def patchmatch(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Improve the NNF `init` from A to B by PatchMatch; return (nnf, cost per position).
 
-    With `radius` set, every match stays within `radius` of `centre` (default: `init`) and the
-    random search starts at that radius; with `radius=None` the whole of B is searched.
+    The random search samples windows of radius `radius`, `radius`/2, … 1 around each position's
+    running best match (`None`: the whole of B), as the original does; `init` is only the start,
+    propagation and random search may take a match anywhere in B.
     `evaluations`, an int64 tensor with one entry per row of A, counts the patch distances
     computed (for benchmarks). On CUDA tensors the GPU kernels of `patchmatch_cuda` run instead
     (`band_height` does not apply there).
@@ -56,18 +56,15 @@ def patchmatch(
     if a.features.is_cuda:
         from . import patchmatch_cuda
 
-        return patchmatch_cuda.patchmatch(a, b, init, patch_size, iterations, radius, centre, seed, samples, evaluations)
-    window = radius if radius is not None else max(b.shape)
-    search_radius = window
-    centre = init if centre is None else centre
+        return patchmatch_cuda.patchmatch(a, b, init, patch_size, iterations, radius, seed, samples, evaluations)
+    search_radius = radius if radius is not None else max(b.shape)
     nnf = init.to(torch.int32).clone().contiguous()
     cost = torch.empty(a.shape, dtype=torch.float32, device=nnf.device)
     if evaluations is None:
         evaluations = torch.zeros(a.shape[0], dtype=torch.int64)
     patchmatch_cpu.search(
         a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(),
-        nnf.numpy(), cost.numpy(), centre.to(torch.int32).contiguous().numpy(),
-        int(window), patch_size // 2, int(iterations), int(search_radius), int(samples), int(seed),
+        nnf.numpy(), cost.numpy(), patch_size // 2, int(iterations), int(search_radius), int(samples), int(seed),
         int(band_height), evaluations.numpy(),
     )
     return nnf, cost
@@ -86,23 +83,22 @@ def nnf_cost(a: SearchFeatures, b: SearchFeatures, nnf: torch.Tensor, patch_size
     return torch.from_numpy(out)
 
 
-def _clamped_pad(x: torch.Tensor, half: int) -> torch.Tensor:
-    """Pad the first two (spatial) dimensions by repeating the border, as the kernels clamp."""
+def _zero_pad(x: torch.Tensor, half: int) -> torch.Tensor:
+    """Pad the first two (spatial) dimensions with `half` zeros on each side."""
     h, w = x.shape[:2]
-    rows = torch.arange(-half, h + half, device=x.device).clamp(0, h - 1)
-    cols = torch.arange(-half, w + half, device=x.device).clamp(0, w - 1)
-    return x[rows[:, None], cols[None, :]]
-
-
-def _box_sum(x: torch.Tensor, half: int) -> torch.Tensor:
-    """Σ over the (2·half+1)² patch around each position of an (H, W) map, border clamped."""
-    h, w = x.shape
-    padded = _clamped_pad(x, half)
-    out = torch.zeros_like(x)
-    for dy in range(2 * half + 1):
-        for dx in range(2 * half + 1):
-            out += padded[dy : dy + h, dx : dx + w]
+    out = x.new_zeros((h + 2 * half, w + 2 * half) + tuple(x.shape[2:]))
+    out[half : half + h, half : half + w] = x
     return out
+
+
+def _overlap_count(n_a: int, n_b: int, half: int, device) -> torch.Tensor:
+    """(n_a, n_b): for positions i of A and j of B along one axis, how many offsets d in
+    [-half, half] keep both i + d and j + d inside their maps (the kernels' `overlap`)."""
+    i = torch.arange(n_a, device=device)[:, None]
+    j = torch.arange(n_b, device=device)[None, :]
+    lo = torch.maximum(torch.maximum(-i, -j), torch.tensor(-half, device=device))
+    hi = torch.minimum(torch.minimum(n_a - 1 - i, n_b - 1 - j), torch.tensor(half, device=device))
+    return (hi - lo + 1).float()
 
 
 @torch.inference_mode()
@@ -111,15 +107,19 @@ def exact_nnf(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """The exact nearest-neighbour field (global minimum of the patch cost for every position).
 
-    Computes all dot products between padded positions of A and B with one matrix product per
-    chunk of A's rows, then sums them along patch diagonals: O(N_A·N_B·(C + k²)) work.
+    The cost is the kernels' mean over the offsets inside both maps. With A's vectors extended to
+    [−2a, ‖a‖², 1] and B's to [b, 1, ‖b‖²], zero outside the maps, one dot product gives
+    ‖a‖²·[q+d in B] + ‖b‖²·[p+d in A] − 2a·b, so one matrix product per chunk of A's rows gives
+    every pair's terms, summed along patch diagonals: O(N_A·N_B·(C + k²)) work.
     """
     half = patch_size // 2
     (ha, wa), (hb, wb) = a.shape, b.shape
-    fa = _clamped_pad(a.features, half)
-    fb = _clamped_pad(b.features, half).reshape(-1, b.features.shape[-1])
-    na = _box_sum(a.sq_norms, half)
-    nb = _box_sum(b.sq_norms, half)
+    ones_a = torch.ones_like(a.sq_norms)[..., None]
+    ones_b = torch.ones_like(b.sq_norms)[..., None]
+    fa = _zero_pad(torch.cat([-2.0 * a.features, a.sq_norms[..., None], ones_a], -1), half)
+    fb = _zero_pad(torch.cat([b.features, ones_b, b.sq_norms[..., None]], -1), half).reshape(-1, fa.shape[-1])
+    rows_count = _overlap_count(ha, hb, half, fa.device)
+    cols_count = _overlap_count(wa, wb, half, fa.device)
     pw, phb, pwb = wa + 2 * half, hb + 2 * half, wb + 2 * half
     rows = max(1, chunk_bytes // (4 * pw * phb * pwb) - 2 * half)
     nnf = torch.empty((ha, wa, 2), dtype=torch.int32, device=fa.device)
@@ -132,31 +132,9 @@ def exact_nnf(
         for dy in range(patch_size):
             for dx in range(patch_size):
                 s += dots[dy : dy + y1 - y0, dx : dx + wa, dy : dy + hb, dx : dx + wb]
-        full = na[y0:y1, :, None, None] + nb[None, None] - 2.0 * s
-        best, index = full.reshape(y1 - y0, wa, -1).min(dim=-1)
+        count = rows_count[y0:y1, None, :, None] * cols_count[None, :, None, :]
+        best, index = (s / count).reshape(y1 - y0, wa, -1).min(dim=-1)
         nnf[y0:y1, :, 0] = (index // wb).int()
         nnf[y0:y1, :, 1] = (index % wb).int()
         cost[y0:y1] = best
     return nnf, cost
-
-
-def exact_windowed_nnf(
-    a: SearchFeatures, b: SearchFeatures, patch_size: int, centre: torch.Tensor, radius: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The exact NNF under the pipeline's constraint: every match within `radius` of `centre`.
-
-    Tries each of the (2r+1)² offsets for every position (clamped to B, as the search clamps).
-    """
-    hb, wb = b.shape
-    best = torch.full(a.shape, float("inf"), device=centre.device)
-    nnf = centre.clone().to(torch.int32)
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            cand = torch.stack(
-                [(centre[..., 0] + dy).clamp(0, hb - 1), (centre[..., 1] + dx).clamp(0, wb - 1)], -1
-            ).to(torch.int32)
-            cost = nnf_cost(a, b, cand, patch_size)
-            better = cost < best
-            best = torch.where(better, cost, best)
-            nnf[better] = cand[better]
-    return nnf, best

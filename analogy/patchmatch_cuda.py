@@ -19,8 +19,8 @@ neighbouring positions of a row, read 32 neighbouring floats. NNFs are (H, W, 2)
 PatchMatch on the GPU. An iteration is a sequence of passes, one kernel launch each, with jump
 steps that halve (8, 4, 2, 1, capped by the map's size). In a pass every position tries the
 matches of its four neighbours at ±step, shifted by the step (jump-flooding propagation), then a
-random search around its best match with radii halving from the search radius to 1, every
-candidate clamped into the window around `centre` exactly as the CPU kernel does. A pass reads
+random search in windows of radius r, r/2, … 1 around its running best match (clipped to B),
+exactly as the CPU kernel does; nothing bounds a match to where the search started. A pass reads
 one NNF/cost buffer and writes the other (double buffering), so no thread reads what another
 writes in the same launch; the buffers swap between passes. Random offsets come from the CPU
 kernel's counter-based hash (splitmix64) keyed by (seed, pass, y, x, sample). Hence the result is
@@ -60,6 +60,8 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _U32 = np.uint64(0xFFFFFFFF)
+#: The CPU kernel's NO_LIMIT: a bound above any cost, finite so that fast math cannot misread it.
+NO_LIMIT = np.float32(1e30)
 
 if SIMULATOR:
     # numpy warns about uint64 wrap-around, which the hash relies on (the GPU wraps silently).
@@ -89,15 +91,14 @@ def _mix64(h):
 
 
 @_device
-def _random_offset(seed, counter, y, x, sample, radius):
-    """The CPU kernel's `random_offset`: (dy, dx) uniform in [-radius, radius]², keyed by the rest."""
+def _random_in(seed, counter, y, x, sample, ylo, yhi, xlo, xhi):
+    """The CPU kernel's `random_in`: (y, x) uniform in [ylo, yhi] × [xlo, xhi], keyed by the rest."""
     h = _mix64(np.uint64(seed) * _GOLDEN + np.uint64(counter))
     h = _mix64(h ^ (np.uint64(y) * np.uint64(0x100000001B3) + np.uint64(x)))
     h = _mix64(h + np.uint64(sample) * _GOLDEN)
-    span = np.uint64(2 * radius + 1)
-    dy = np.int64((h & _U32) % span) - radius
-    dx = np.int64((h >> np.uint64(32)) % span) - radius
-    return dy, dx
+    ry = np.int64((h & _U32) % np.uint64(yhi - ylo + 1))
+    rx = np.int64((h >> np.uint64(32)) % np.uint64(xhi - xlo + 1))
+    return ylo + ry, xlo + rx
 
 
 def _dot_loop(fa, ya, xa, fb, yb, xb):
@@ -117,20 +118,27 @@ _dot = _device(_dot_numpy if SIMULATOR else _dot_loop)
 
 
 @_device
+def _overlap(a, b, half, na, nb):
+    """The CPU kernel's `overlap`: offsets d in [-half, half] with a + d in [0, na), b + d in [0, nb)."""
+    return max(max(-half, -a), -b), min(min(half, na - 1 - a), nb - 1 - b)
+
+
+@_device
 def _patch_cost(fa, na, fb, nb, ha, wa, hb, wb, ay, ax, by, bx, half, limit):
-    """Σ over the patch of ‖a − b‖² = |a|² + |b|² − 2a·b, borders clamped (A is ha×wa, B hb×wb);
-    stops at the first position where the sum passes `limit`, as the CPU kernel does."""
+    """Mean of ‖a − b‖² = |a|² + |b|² − 2a·b over the patch offsets inside both maps (A is ha×wa,
+    B hb×wb); stops once the mean must pass `limit`, as the CPU kernel does."""
+    y0, y1 = _overlap(ay, by, half, ha, hb)
+    x0, x1 = _overlap(ax, bx, half, wa, wb)
+    count = float32((y1 - y0 + 1) * (x1 - x0 + 1))
+    bound = limit * count
     total = float32(0.0)
-    for dy in range(-half, half + 1):
-        ya = _clamp(ay + dy, 0, ha - 1)
-        yb = _clamp(by + dy, 0, hb - 1)
-        for dx in range(-half, half + 1):
-            xa = _clamp(ax + dx, 0, wa - 1)
-            xb = _clamp(bx + dx, 0, wb - 1)
+    for dy in range(y0, y1 + 1):
+        for dx in range(x0, x1 + 1):
+            ya, yb, xa, xb = ay + dy, by + dy, ax + dx, bx + dx
             total += na[ya, xa] + nb[yb, xb] - float32(2.0) * _dot(fa, ya, xa, fb, yb, xb)
-            if total > limit:
-                return total
-    return total
+            if total > bound:
+                return total / count
+    return total / count
 
 
 if SIMULATOR:
@@ -162,28 +170,21 @@ else:
 
 
 @_device
-def _cost_at(fa, na, fb, nb, nnf, cost, centre, window, half, clamp, y, x):
+def _cost_at(fa, na, fb, nb, nnf, cost, half, y, x):
     ha, wa = na.shape
     hb, wb = nb.shape
-    my = nnf[y, x, 0]
-    mx = nnf[y, x, 1]
-    if clamp:
-        my = _clamp(my, max(centre[y, x, 0] - window, 0), min(centre[y, x, 0] + window, hb - 1))
-        mx = _clamp(mx, max(centre[y, x, 1] - window, 0), min(centre[y, x, 1] + window, wb - 1))
-        nnf[y, x, 0] = my
-        nnf[y, x, 1] = mx
-    cost[y, x] = _patch_cost(fa, na, fb, nb, ha, wa, hb, wb, y, x, my, mx, half, math.inf)
+    cost[y, x] = _patch_cost(fa, na, fb, nb, ha, wa, hb, wb, y, x, np.int64(nnf[y, x, 0]), np.int64(nnf[y, x, 1]),
+                             half, NO_LIMIT)
 
 
 @cuda.jit(fastmath=True, cache=True)
-def _cost_kernel(fa, na, fb, nb, nnf, cost, centre, window, half, clamp):
-    """cost = patch cost of each match of `nnf`; with `clamp`, first move each match into the
-    window of half-side `window` around `centre` (in place)."""
+def _cost_kernel(fa, na, fb, nb, nnf, cost, half):
+    """cost = patch cost of each match of `nnf`."""
     x0, y0 = cuda.grid(2)
     sx, sy = cuda.gridsize(2)
     for y in range(y0, na.shape[0], sy):
         for x in range(x0, na.shape[1], sx):
-            _cost_at(fa, na, fb, nb, nnf, cost, centre, window, half, clamp, y, x)
+            _cost_at(fa, na, fb, nb, nnf, cost, half, y, x)
 
 
 @_device
@@ -199,15 +200,10 @@ def _try(fa, na, fb, nb, ha, wa, hb, wb, y, x, cy, cx, half, by, bx, best):
 
 
 @_device
-def _pass_at(fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, window, half, radius, samples,
-             seed, counter, step, y, x):
+def _pass_at(fa, na, fb, nb, src, src_cost, dst, dst_cost, half, radius, samples, seed, counter, step, y, x):
     """One PatchMatch pass at (y, x); see the module docstring. Returns the distances computed."""
     ha, wa = na.shape
     hb, wb = nb.shape
-    ylo = max(centre[y, x, 0] - window, 0)
-    yhi = min(centre[y, x, 0] + window, hb - 1)
-    xlo = max(centre[y, x, 1] - window, 0)
-    xhi = min(centre[y, x, 1] + window, wb - 1)
     by = np.int64(src[y, x, 0])
     bx = np.int64(src[y, x, 1])
     best = src_cost[y, x]
@@ -227,17 +223,16 @@ def _pass_at(fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, window, half,
         nx = x + dx
         if 0 <= ny < ha and 0 <= nx < wa:
             # the neighbour's match, moved back by the offset to the neighbour
-            cy = _clamp(np.int64(src[ny, nx, 0]) - dy, ylo, yhi)
-            cx = _clamp(np.int64(src[ny, nx, 1]) - dx, xlo, xhi)
+            cy = _clamp(np.int64(src[ny, nx, 0]) - dy, 0, hb - 1)
+            cx = _clamp(np.int64(src[ny, nx, 1]) - dx, 0, wb - 1)
             by, bx, best, tried = _try(fa, na, fb, nb, ha, wa, hb, wb, y, x, cy, cx, half, by, bx, best)
             n += tried
     r = radius
     sample = 0
     while r >= 1:
         for _ in range(samples):
-            oy, ox = _random_offset(seed, counter, y, x, sample, r)
-            cy = _clamp(by + oy, ylo, yhi)
-            cx = _clamp(bx + ox, xlo, xhi)
+            cy, cx = _random_in(seed, counter, y, x, sample, max(by - r, 0), min(by + r, hb - 1),
+                                max(bx - r, 0), min(bx + r, wb - 1))
             by, bx, best, tried = _try(fa, na, fb, nb, ha, wa, hb, wb, y, x, cy, cx, half, by, bx, best)
             n += tried
             sample += 1
@@ -249,8 +244,8 @@ def _pass_at(fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, window, half,
 
 
 @cuda.jit(fastmath=True, cache=True)
-def _pass_kernel(fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, window, half, radius, samples,
-                 seed, counter, step, counts):
+def _pass_kernel(fa, na, fb, nb, src, src_cost, dst, dst_cost, half, radius, samples, seed, counter, step,
+                 counts):
     """One PatchMatch pass: reads (src, src_cost), writes (dst, dst_cost); adds the number of patch
     distances computed in each row y to counts[y] (int64)."""
     x0, y0 = cuda.grid(2)
@@ -258,8 +253,8 @@ def _pass_kernel(fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, window, h
     for y in range(y0, na.shape[0], sy):
         n = 0
         for x in range(x0, na.shape[1], sx):
-            n += _pass_at(fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, window, half, radius,
-                          samples, seed, counter, step, y, x)
+            n += _pass_at(fa, na, fb, nb, src, src_cost, dst, dst_cost, half, radius, samples, seed, counter,
+                          step, y, x)
         cuda.atomic.add(counts, y, n)
 
 
@@ -268,20 +263,25 @@ def _vote_at(source, nnf, half, out, c, y, x):
     _, h, w = out.shape
     _, hb, wb = source.shape
     acc = float32(0.0)
+    count = float32(0.0)
     for dy in range(-half, half + 1):
-        yy = _clamp(y + dy, 0, h - 1)
+        yy = y + dy
         for dx in range(-half, half + 1):
-            xx = _clamp(x + dx, 0, w - 1)
-            sy = _clamp(np.int64(nnf[yy, xx, 0]) + (y - yy), 0, hb - 1)
-            sx = _clamp(np.int64(nnf[yy, xx, 1]) + (x - xx), 0, wb - 1)
-            acc += source[c, sy, sx]
-    out[c, y, x] = acc / float32((2 * half + 1) * (2 * half + 1))
+            xx = x + dx
+            if 0 <= yy < h and 0 <= xx < w:
+                sy = np.int64(nnf[yy, xx, 0]) - dy
+                sx = np.int64(nnf[yy, xx, 1]) - dx
+                if 0 <= sy < hb and 0 <= sx < wb:
+                    acc += source[c, sy, sx]
+                    count += float32(1.0)
+    out[c, y, x] = acc / count
 
 
 @cuda.jit(cache=True)
 def _vote_kernel(source, nnf, half, out):
-    """out[c, y, x] = mean over the patch offsets d of source[c, φ(p + d) − d] (clamped), summed
-    in the same order as `analogy.nnf.vote` so that the results are equal."""
+    """out[c, y, x] = mean of source[c, φ(p + d) − d] over the patch offsets d with p + d in the
+    target and φ(p + d) − d in the source, summed in the same order as `analogy.nnf.vote` so that
+    the results are equal."""
     x0, y0, c0 = cuda.grid(3)
     sx, sy, sc = cuda.gridsize(3)
     for c in range(c0, out.shape[0], sc):
@@ -341,19 +341,19 @@ def _launch(shape: Tuple[int, ...]) -> Tuple[tuple, tuple]:
     return grid, block
 
 
-def search_arrays(fa, na, fb, nb, nnf, cost, nnf_tmp, cost_tmp, centre, counts, window, half,
-                  iterations, radius, samples=1, seed=0, stream=0) -> int:
+def search_arrays(fa, na, fb, nb, nnf, cost, nnf_tmp, cost_tmp, counts, half, iterations, radius,
+                  samples=1, seed=0, stream=0) -> int:
     """PatchMatch on arrays the kernels take (device arrays, or numpy arrays under the simulator).
 
     fa, fb: (C, H, W) float32 normalised features; na, nb: their (H, W) squared norms; nnf: the
-    (H_A, W_A, 2) int32 start; centre: the window centres; nnf_tmp, cost_tmp: the second buffer.
+    (H_A, W_A, 2) int32 start; nnf_tmp, cost_tmp: the second buffer.
     `counts`, an int64 array with one entry per row of A, accumulates the patch distances computed.
     Returns 0 when the result is in (nnf, cost), 1 when it is in (nnf_tmp, cost_tmp).
     """
     shape = tuple(na.shape)
     grid, block = _launch(shape)
     seed = int(seed) % 2**64  # the CPU kernel's wrap-around of negative seeds
-    _cost_kernel[grid, block, stream](fa, na, fb, nb, nnf, cost, centre, int(window), int(half), True)
+    _cost_kernel[grid, block, stream](fa, na, fb, nb, nnf, cost, int(half))
     buffers = ((nnf, cost), (nnf_tmp, cost_tmp))
     current = 0
     counter = 0
@@ -362,8 +362,8 @@ def search_arrays(fa, na, fb, nb, nnf, cost, nnf_tmp, cost_tmp, centre, counts, 
         for step in steps:
             (src, src_cost), (dst, dst_cost) = buffers[current], buffers[1 - current]
             _pass_kernel[grid, block, stream](
-                fa, na, fb, nb, src, src_cost, dst, dst_cost, centre, int(window), int(half),
-                int(radius), int(samples), seed, counter, step, counts,
+                fa, na, fb, nb, src, src_cost, dst, dst_cost, int(half), int(radius), int(samples), seed,
+                counter, step, counts,
             )
             current = 1 - current
             counter += 1
@@ -398,26 +398,24 @@ def _context(device: torch.device):
 
 
 def patchmatch(a, b, init: torch.Tensor, patch_size: int, iterations: int, radius: Optional[int] = None,
-               centre: Optional[torch.Tensor] = None, seed: int = 0, samples: int = 1,
+               seed: int = 0, samples: int = 1,
                evaluations: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """`analogy.patchmatch.patchmatch` with the CUDA kernels: same arguments (`a`, `b` are
-    SearchFeatures), same window and radius semantics; returns (nnf, cost) on init's device."""
-    window = radius if radius is not None else max(b.shape)
-    centre = init if centre is None else centre
+    SearchFeatures), same radius semantics; returns (nnf, cost) on init's device."""
+    radius = radius if radius is not None else max(b.shape)
     device = init.device
     fa = a.features.permute(2, 0, 1).contiguous()
     fb = b.features.permute(2, 0, 1).contiguous()
     na, nb = a.sq_norms.contiguous(), b.sq_norms.contiguous()
     nnf = init.to(torch.int32).clone().contiguous()
-    centre = centre.to(device=device, dtype=torch.int32).contiguous()
     buffers = (nnf, torch.empty_like(nnf))
     costs = (torch.empty(a.shape, dtype=torch.float32, device=device), torch.empty(a.shape, dtype=torch.float32, device=device))
     counts = torch.zeros(a.shape[0], dtype=torch.int64, device=device)
     with _context(device) as stream:
         result = search_arrays(
             _array(fa), _array(na), _array(fb), _array(nb), _array(buffers[0]), _array(costs[0]),
-            _array(buffers[1]), _array(costs[1]), _array(centre), _array(counts), int(window),
-            patch_size // 2, int(iterations), int(window), int(samples), int(seed), stream,
+            _array(buffers[1]), _array(costs[1]), _array(counts), patch_size // 2, int(iterations),
+            int(radius), int(samples), int(seed), stream,
         )
     if evaluations is not None:
         evaluations += counts.to(evaluations.device)
@@ -435,7 +433,7 @@ def nnf_cost(a, b, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
     with _context(device) as stream:
         _cost_kernel[grid, block, stream](
             _array(fa), _array(a.sq_norms.contiguous()), _array(fb), _array(b.sq_norms.contiguous()),
-            _array(nnf), _array(out), _array(nnf), 0, patch_size // 2, False,
+            _array(nnf), _array(out), patch_size // 2,
         )
     return out
 

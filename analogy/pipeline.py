@@ -24,7 +24,7 @@ from .refinement import refine_photos
 
 Shape = Tuple[int, int]
 Progress = Optional[Callable[[str], None]]
-#: Called after each search as (level name, direction "ab"/"ba", source, target, centre, radius,
+#: Called after each search as (level name, direction "ab"/"ba", source, target, start NNF, radius,
 #: patch size, nnf): lets benchmarks judge the search against the exact NNF of the same problem.
 SearchObserver = Optional[Callable[..., None]]
 
@@ -117,7 +117,8 @@ class AnalogyResult:
     nnf_ab[y, x] is where pixel (y, x) of A lies in B′, nnf_ba the same from B′ to A.
 
     In photo mode a_prime and b are the WLS-refined images and a_prime_raw, b_raw the voted ones
-    before refinement; otherwise the raw ones are the same arrays as a_prime and b."""
+    before refinement; otherwise the raw ones are the same arrays as a_prime and b. working_nnf_ab
+    and working_nnf_ba are the finest level's NNFs at the working sizes, before resampling."""
 
     a_prime: np.ndarray
     b: np.ndarray
@@ -130,6 +131,8 @@ class AnalogyResult:
     a_prime_raw: Optional[np.ndarray] = None
     b_raw: Optional[np.ndarray] = None
     confidence_sigma: float = 0.01
+    working_nnf_ab: Optional[np.ndarray] = None
+    working_nnf_ba: Optional[np.ndarray] = None
 
     def confidence(self, side: str = "ab", sigma: Optional[float] = None) -> np.ndarray:
         """Forward–backward consistency of the NNFs as float32 in [0, 1], computed on demand:
@@ -200,10 +203,6 @@ def run_analogy(
         ) from None
 
 
-def _patch(config: AnalogyConfig, level: int) -> int:
-    return config.patch_sizes[len(LEVEL_NAMES) - max(level, 1)]
-
-
 def _features(vgg: VGG19Features, image: np.ndarray, size: Shape, cache: Optional[FeatureCache],
               key: Optional[tuple]) -> List[torch.Tensor]:
     def compute() -> List[torch.Tensor]:
@@ -251,8 +250,8 @@ def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None
             progress(f"{name} → {LEVEL_NAMES[index + 1]}: deconvolution and fusion")
             up_ab = upsample_nnf(nnf_ab, level_shape(size_b, level), level_shape(size_a, level - 1), level_shape(size_b, level - 1))
             up_ba = upsample_nnf(nnf_ba, level_shape(size_a, level), level_shape(size_b, level - 1), level_shape(size_a, level - 1))
-            fa_prime[level - 1] = _next_level(vgg, config, clock, stats, "ab", level, k, fa, fb, nnf_ab, up_ab, size_a, size_b)
-            fb_plain[level - 1] = _next_level(vgg, config, clock, stats, "ba", level, k, fb, fa, nnf_ba, up_ba, size_b, size_a)
+            fa_prime[level - 1] = _next_level(vgg, config, clock, stats, "ab", level, k, fa, fb, nnf_ab, size_a, size_b)
+            fb_plain[level - 1] = _next_level(vgg, config, clock, stats, "ba", level, k, fb, fa, nnf_ba, size_b, size_a)
             nnf_ab, nnf_ba = up_ab, up_ba
         levels.append(stats)
     progress("reconstructing A′ and B")
@@ -278,29 +277,25 @@ def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None
     clock.totals["total"] = time.perf_counter() - t_start
     return AnalogyResult(
         a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), size_a, size_b, clock.totals, levels,
-        a_prime_raw, b_raw, config.confidence_sigma,
+        a_prime_raw, b_raw, config.confidence_sigma, nnf_ab.cpu().numpy(), nnf_ba.cpu().numpy(),
     )
 
 
-def _next_level(vgg, config, clock, stats, direction, level, k, struct, appear, nnf, up, size_s, size_t):
+def _next_level(vgg, config, clock, stats, direction, level, k, struct, appear, nnf, size_s, size_t):
     """Features at level-1 for the unknown image on the `struct` side: A′ (direction "ab", struct
     = A, appearance from B′) or B ("ba", struct = B′, appearance from A).
 
-    The appearance side's level-L map is warped by the NNF, deconvolved to level L-1 starting from
-    the appearance's level-(L-down) map voted through the upsampled NNF, and fused with the
-    structure's own level L-1 map.
+    The appearance side's level-L map is warped by the NNF (patch voting), deconvolved to level
+    L-1 starting from the structure image's own map `deconv_layers_down` levels below L, as the
+    original does, and fused with the structure's own level L-1 map.
     """
     lower = level - config.deconv_layers_down
     with clock("deconvolution"):
         t0 = time.perf_counter()
         with torch.no_grad():
             target = vote(appear[level][0], nnf, k)[None]
-            init_nnf = up
-            for step in range(level - 1, lower, -1):
-                init_nnf = upsample_nnf(init_nnf, level_shape(size_t, step), level_shape(size_s, step - 1), level_shape(size_t, step - 1))
-            init = vote(appear[lower][0], init_nnf, _patch(config, lower))[None]
         warped, info = deconvolve(
-            vgg, level, target, init, config.deconv_layers_down, config.deconv_iterations,
+            vgg, level, target, struct[lower], config.deconv_layers_down, config.deconv_iterations,
             config.deconv_history, config.deconv_tolerance,
         )
         stats[f"deconv_{direction}_s"] = time.perf_counter() - t0

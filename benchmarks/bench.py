@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py                          # photo→painting pair, working sizes 112 224 448
     python benchmarks/bench.py --pair face --sizes 224 --json bench.json
+    python benchmarks/bench.py --pair painting face sketch --sizes 224 --skip-quality --skip-identity
     python benchmarks/bench.py --pair my_a.png my_b.png --device cuda
 
 For each working size S, both inputs are first resized to S·2 × S·2 (so S = 224 is exactly the
@@ -13,10 +14,12 @@ Printed and written to JSON per size:
   * wall time end to end and per stage: features, PatchMatch per level and direction,
     deconvolution per level (both directions), fusion, reconstruction;
   * peak process RSS during the run (sampled every 5 ms from /proc) and peak GPU memory on CUDA;
-  * NNF quality: mean cost of the PatchMatch NNF over mean cost of the exact NNF of the same
-    problem, at relu5_1 (global search from the identity), relu4_1 and relu3_1 (search within the
-    radius of the upsampled match, so the exact NNF is the exact windowed one); the ratio against
-    the unconstrained global optimum is given as well, for information;
+  * NNF quality: mean cost of the PatchMatch NNF over mean cost of the global exact NNF of the
+    same features, at relu5_1 (search from the identity), relu4_1 and relu3_1 (search from the
+    upsampled NNF; nothing bounds it, so the global optimum is what it aims at);
+  * blockiness: gridness of the finest A→B′ and B′→A NNFs (discontinuity rate on the relu5_1 grid
+    lines over the rate elsewhere; 1.0 = no preference for the coarse grid) and their overall
+    discontinuity rate (analogy.nnf.gridness);
   * identity PSNR: the analogy of A with itself, A′ and B against A, in dB;
   * PatchMatch kernel throughput in patch-distance evaluations per second, and the useful
     arithmetic rate 2·C·k²·evaluations/s next to the GFLOP/s of torch's own 3×3 convolution on
@@ -44,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 import analogy  # noqa: E402
 from analogy.features import load_vgg  # noqa: E402
-from analogy.patchmatch import exact_nnf, exact_windowed_nnf, nnf_cost, patchmatch  # noqa: E402
+from analogy.nnf import gridness  # noqa: E402
+from analogy.patchmatch import exact_nnf, nnf_cost, patchmatch  # noqa: E402
 from analogy.pipeline import resolve_device, run_analogy  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "images"
@@ -137,31 +141,23 @@ class SearchRecorder:
     def __init__(self) -> None:
         self.problems: Dict[Tuple[str, str], tuple] = {}
 
-    def __call__(self, name, direction, src, dst, centre, radius, k, nnf) -> None:
+    def __call__(self, name, direction, src, dst, start, radius, k, nnf) -> None:
         if name in QUALITY_LEVELS:
-            self.problems[(name, direction)] = (src, dst, centre.clone(), radius, k, nnf.clone())
+            self.problems[(name, direction)] = (src, dst, start.clone(), radius, k, nnf.clone())
 
 
-def nnf_quality(recorder: SearchRecorder, with_global: bool) -> Dict[str, Dict[str, float]]:
-    """Mean PatchMatch cost over mean exact cost of the same problem, per level (both directions)."""
-    out: Dict[str, Dict[str, float]] = {}
+def nnf_quality(recorder: SearchRecorder) -> Dict[str, float]:
+    """Mean PatchMatch cost over mean global exact cost of the same features, per level (both
+    directions together)."""
+    out: Dict[str, float] = {}
     for level in QUALITY_LEVELS:
-        pm = exact = glob = 0.0
+        pm = exact = 0.0
         for direction in ("ab", "ba"):
-            src, dst, centre, radius, k, nnf = recorder.problems[(level, direction)]
+            src, dst, _, _, k, nnf = recorder.problems[(level, direction)]
             src, dst = _to_cpu(src), _to_cpu(dst)
             pm += float(nnf_cost(src, dst, nnf.cpu(), k).mean())
-            if radius is None:
-                best = float(exact_nnf(src, dst, k)[1].mean())
-                exact += best
-                glob += best
-            else:
-                exact += float(exact_windowed_nnf(src, dst, k, centre.cpu(), radius)[1].mean())
-                if with_global:
-                    glob += float(exact_nnf(src, dst, k)[1].mean())
-        out[level] = {"ratio": pm / exact}
-        if with_global or level == "relu5_1":
-            out[level]["ratio_global"] = pm / glob
+            exact += float(exact_nnf(src, dst, k)[1].mean())
+        out[level] = pm / exact
     return out
 
 
@@ -176,7 +172,7 @@ def kernel_throughput(recorder: SearchRecorder, iterations: int = 10, seed: int 
     it evaluates; the full-distance rate comes from scoring a whole NNF (no early exit). Both
     take the fastest of five runs, as conv_gflops does.
     """
-    src, dst, centre, radius, k, nnf = recorder.problems[("relu3_1", "ab")]
+    src, dst, start, radius, k, nnf = recorder.problems[("relu3_1", "ab")]
     channels = src.features.shape[-1]
     # Best of `repeats` runs, as for the convolution: the search is deterministic, so every run
     # evaluates the same candidates, and the fastest run is the least disturbed by the machine.
@@ -191,7 +187,7 @@ def kernel_throughput(recorder: SearchRecorder, iterations: int = 10, seed: int 
         evaluations = torch.zeros(src.shape[0], dtype=torch.int64, device=src.features.device)
         sync()
         t0 = time.perf_counter()
-        patchmatch(src, dst, centre, k, iterations, radius, seed=seed, evaluations=evaluations)
+        patchmatch(src, dst, start, k, iterations, radius, seed=seed, evaluations=evaluations)
         sync()
         search_time = min(search_time, time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -231,8 +227,11 @@ def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.d
     }
     if device.type == "cuda":
         row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    for direction in ("ab", "ba"):
+        g, rate = gridness(torch.from_numpy(getattr(result, f"working_nnf_{direction}")))
+        row[f"gridness_{direction}"], row[f"discontinuity_rate_{direction}"] = g, rate
     if not args.skip_quality:
-        row["nnf_quality"] = nnf_quality(recorder, args.global_quality)
+        row["nnf_quality"] = nnf_quality(recorder)
         if device.type == "cpu":
             row["kernel"] = kernel_throughput(recorder, config.iterations[2], args.seed)
     if not args.skip_identity:
@@ -255,11 +254,11 @@ def print_row(row: Dict, conv: float) -> None:
     for lv in row["levels"]:
         deconv = lv.get("deconv_ab_s", 0.0) + lv.get("deconv_ba_s", 0.0)
         print(f"   {lv['level']:8s} {lv['patchmatch_ab_s']:7.3f}  {lv['patchmatch_ba_s']:7.3f}  {deconv:8.3f}")
+    print(f"   gridness a→b {row['gridness_ab']:.2f}, b→a {row['gridness_ba']:.2f}; discontinuity rate "
+          f"a→b {row['discontinuity_rate_ab']:.3f}, b→a {row['discontinuity_rate_ba']:.3f}")
     if "nnf_quality" in row:
-        q = row["nnf_quality"]
-        print("   NNF quality (PatchMatch/exact mean cost): " + ", ".join(
-            f"{lvl} {v['ratio']:.4f}" + (f" (global {v['ratio_global']:.4f})" if "ratio_global" in v else "")
-            for lvl, v in q.items()))
+        print("   NNF quality (PatchMatch/global exact mean cost): "
+              + ", ".join(f"{lvl} {v:.4f}" for lvl, v in row["nnf_quality"].items()))
     if "kernel" in row:
         kr = row["kernel"]
         print(f"   PatchMatch kernel (relu3_1, C={kr['channels']}, k={kr['patch']}): search "
@@ -274,53 +273,55 @@ def print_row(row: Dict, conv: float) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", nargs="+", default=["painting"],
-                        help=f"a named pair ({', '.join(PAIRS)}) or two image paths [default: painting]")
+                        help=f"named pairs ({', '.join(PAIRS)}) or two image paths [default: painting]")
     parser.add_argument("--sizes", nargs="+", type=int, default=[112, 224, 448], help="working long sides")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--weights", default="caffe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-aspect", action="store_true", help="keep the inputs' aspect (long side 2·size)")
     parser.add_argument("--skip-quality", action="store_true", help="no exact NNFs and no kernel throughput")
-    parser.add_argument("--global-quality", action="store_true",
-                        help="also the ratio against the global exact NNF at relu4_1 and relu3_1")
     parser.add_argument("--skip-identity", action="store_true", help="no identity-PSNR run")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
-    if len(args.pair) == 1:
-        if args.pair[0] not in PAIRS:
-            parser.error(f"unknown pair {args.pair[0]!r}; name one of {', '.join(PAIRS)} or give two paths")
-        names = PAIRS[args.pair[0]]
+    if all(name in PAIRS for name in args.pair):
+        pairs = [PAIRS[name] for name in args.pair]
     elif len(args.pair) == 2:
-        names = tuple(args.pair)
+        pairs = [tuple(args.pair)]
     else:
-        parser.error("--pair takes a name or two paths")
+        parser.error(f"--pair takes named pairs ({', '.join(PAIRS)}) or two image paths")
     device = resolve_device(args.device)
-    a, b = load_pair(*names)
     vgg = load_vgg(args.weights, str(device))
     threads = torch.get_num_threads()
     print(f"analogy {analogy.__version__}, torch {torch.__version__}, device {device}, "
-          f"{os.cpu_count()} CPUs, torch threads {threads}; pair {names[0]} → {names[1]}")
-    warm = analogy.AnalogyConfig(size=min(args.sizes), seed=args.seed, weights=args.weights, device=str(device))
-    run_analogy(resize_input(a, min(args.sizes), args.keep_aspect), resize_input(b, min(args.sizes), args.keep_aspect), warm, vgg)
-    conv = conv_gflops(device)
-    print(f"torch conv2d 3×3 256→256 @56×56: {conv:.1f} GFLOP/s")
-    rows = []
-    for size in args.sizes:
-        row = run_size(vgg, a, b, size, args, device)
-        print_row(row, conv)
-        rows.append(row)
-    if len(rows) > 1:
-        base = rows[0]
-        growth = ", ".join(f"{r['size']}: {r['wall_s'] / base['wall_s']:.2f}× for "
-                           f"{(r['size'] / base['size']) ** 2:.0f}× pixels" for r in rows[1:])
-        print(f"\ngrowth against size {base['size']}: {growth}")
+          f"{os.cpu_count()} CPUs, torch threads {threads}")
+    conv = None
+    reports = []
+    for names in pairs:
+        a, b = load_pair(*names)
+        print(f"\n#### pair {names[0]} → {names[1]}")
+        warm = analogy.AnalogyConfig(size=min(args.sizes), seed=args.seed, weights=args.weights, device=str(device))
+        run_analogy(resize_input(a, min(args.sizes), args.keep_aspect), resize_input(b, min(args.sizes), args.keep_aspect),
+                    warm, vgg)
+        if conv is None:
+            conv = conv_gflops(device)
+            print(f"torch conv2d 3×3 256→256 @56×56: {conv:.1f} GFLOP/s")
+        rows = []
+        for size in args.sizes:
+            row = run_size(vgg, a, b, size, args, device)
+            print_row(row, conv)
+            rows.append(row)
+        if len(rows) > 1:
+            base = rows[0]
+            growth = ", ".join(f"{r['size']}: {r['wall_s'] / base['wall_s']:.2f}× for "
+                               f"{(r['size'] / base['size']) ** 2:.0f}× pixels" for r in rows[1:])
+            print(f"\ngrowth against size {base['size']}: {growth}")
+        reports.append({"pair": names, "runs": rows})
     if args.json:
-        report = {"pair": names, "device": str(device), "cpus": os.cpu_count(), "torch_threads": threads,
-                  "torch": torch.__version__, "conv_gflops": conv, "runs": rows}
+        report = {"device": str(device), "cpus": os.cpu_count(), "torch_threads": threads,
+                  "torch": torch.__version__, "conv_gflops": conv, "pairs": reports}
         args.json.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
-
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from analogy.nnf import identity_nnf, upsample_nnf
-from analogy.patchmatch import exact_nnf, exact_windowed_nnf, nnf_cost, patchmatch, prepare
+from analogy.patchmatch import exact_nnf, nnf_cost, patchmatch, prepare
 from analogy.pipeline import _resize
 
 
@@ -30,10 +30,10 @@ def test_global_search_close_to_exact(pair_features, level):
     assert 1.0 - 1e-4 <= ratio <= {5: 1.02, 4: 1.03, 3: 1.06}[level]
 
 
-def test_pipeline_search_within_two_percent_of_exact(pair_features):
-    """As the pipeline searches: relu5_1 globally from the identity, then relu4_1 and relu3_1
-    within radius 6 of the upsampled NNF. Each level's mean cost is within 2 % of the exact NNF
-    over the same search space."""
+def test_pipeline_search_close_to_global_exact(pair_features):
+    """As the pipeline searches: relu5_1 over the whole map from the identity, then relu4_1 and
+    relu3_1 from the upsampled NNF with random-search radius 6. Each level's mean cost is compared
+    with the global exact NNF (nothing bounds the search, so that is the optimum it aims at)."""
     fa, fb = pair_features
     a, b = prepare(fa[5], fa[5]), prepare(fb[5], fb[5])
     nnf, cost = patchmatch(a, b, identity_nnf(a.shape, b.shape), 3, 10, None, seed=1)
@@ -41,11 +41,10 @@ def test_pipeline_search_within_two_percent_of_exact(pair_features):
     for level in (4, 3):
         shape_b = b.shape
         a, b = prepare(fa[level], fa[level]), prepare(fb[level], fb[level])
-        centre = upsample_nnf(nnf, shape_b, a.shape, b.shape)
-        nnf, cost = patchmatch(a, b, centre, 3, 10, 6, seed=level)
-        ratios[level] = float(cost.mean() / exact_windowed_nnf(a, b, 3, centre, 6)[1].mean())
-    print("PatchMatch/exact mean cost as in the pipeline:", ratios)
-    assert all(1.0 - 1e-4 <= r <= 1.02 for r in ratios.values()), ratios
+        nnf, cost = patchmatch(a, b, upsample_nnf(nnf, shape_b, a.shape, b.shape), 3, 10, 6, seed=level)
+        ratios[level] = float(cost.mean() / exact_nnf(a, b, 3)[1].mean())
+    print("PatchMatch/global exact mean cost as in the pipeline:", ratios)
+    assert all(1.0 - 1e-4 <= r <= bound for r, bound in zip(ratios.values(), (1.02, 1.05, 1.10))), ratios
 
 
 def test_exact_of_identical_maps_is_identity(pair_features):
@@ -68,12 +67,23 @@ def test_search_recovers_a_known_shift(pair_features):
     assert ((d[..., 0] == 2) & (d[..., 1] == -3)).float().mean() > 0.95
 
 
-def test_windowed_search_stays_in_window(pair_features):
-    fa, fb = pair_features
-    a, b = prepare(fa[3], fa[3]), prepare(fb[3], fb[3])
-    centre = identity_nnf(a.shape, b.shape)
-    nnf, _ = patchmatch(a, b, centre, 3, iterations=5, radius=4, seed=1)
-    assert int((nnf - centre).abs().max()) <= 4
+def test_search_leaves_a_wrong_start_beyond_its_radius(pair_features):
+    """B is A's relu3_1 map moved by (2, -3). The start is right except in a block where it is
+    off by 12 positions, three times the random-search radius: propagation from the right part
+    must carry the true displacement into the block (a search bound to its start could not)."""
+    fa, _ = pair_features
+    f = fa[3]
+    shifted = torch.roll(f, shifts=(2, -3), dims=(2, 3))
+    a, b = prepare(f, f), prepare(shifted, shifted)
+    ident = identity_nnf(a.shape, b.shape)
+    truth = ident + torch.tensor([2, -3], dtype=torch.int32)
+    init = truth.clone()
+    init[10:30, 10:30, 1] += 12
+    nnf, _ = patchmatch(a, b, init, 3, iterations=4, radius=4, seed=0)
+    block = nnf[10:30, 10:30]
+    recovered = (block == truth[10:30, 10:30]).all(dim=-1).float().mean()
+    print(f"wrong block recovered: {float(recovered):.1%}")
+    assert recovered > 0.95
 
 
 def test_same_seed_same_nnf_any_thread_count(pair_features):

@@ -1,4 +1,6 @@
 """The whole method on real images: identity, known motion, determinism, deconvolution."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -6,6 +8,8 @@ import torch
 import analogy
 from analogy import AnalogyConfig
 from analogy.deconvolution import deconvolve
+from analogy.nnf import gridness
+from analogy.patchmatch import exact_nnf, nnf_cost
 from analogy.pipeline import _resize, working_size
 
 from .conftest import psnr
@@ -93,3 +97,57 @@ def test_working_size_rules():
     assert (h, w) == (256, 336)  # 4000 → 700 long side, area to 350,000 (683×512), ×0.5, snapped
     assert working_size((40, 1000), AnalogyConfig(size=256)) == (48, 256)
     assert working_size((600, 800), AnalogyConfig(size=128)) == (96, 128)
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def quick_start_result():
+    """The Quick start pair (examples/skyline.jpg → examples/starry_night.jpg) at default settings."""
+    return analogy.analogy(EXAMPLES / "skyline.jpg", EXAMPLES / "starry_night.jpg")
+
+
+def test_results_are_not_tiled_on_the_relu5_1_grid(quick_start_result):
+    """The finest NNFs' discontinuities do not prefer the relu5_1 grid lines (every 16 working
+    px): gridness ≤ 1.2 both ways. A search bound to the coarse decision gave 1.4–1.8."""
+    r = quick_start_result
+    assert r.working_nnf_ab.shape[:2] == r.working_size_a and r.working_nnf_ba.shape[:2] == r.working_size_b
+    g_ab, rate_ab = gridness(torch.from_numpy(r.working_nnf_ab))
+    g_ba, rate_ba = gridness(torch.from_numpy(r.working_nnf_ba))
+    print(f"gridness a→b {g_ab:.2f} (rate {rate_ab:.3f}), b→a {g_ba:.2f} (rate {rate_ba:.3f})")
+    assert g_ab <= 1.2 and g_ba <= 1.2
+
+
+def test_gridness_sees_a_tiled_nnf():
+    """A field copied in 16×16 tiles from shuffled places scores far above 1; a smooth one ≈ 1."""
+    g = torch.Generator().manual_seed(0)
+    ys, xs = torch.meshgrid(torch.arange(96), torch.arange(128), indexing="ij")
+    ident = torch.stack([ys, xs], -1)
+    tiles = torch.randint(0, 5, (6, 8, 2), generator=g) * 16
+    tiled = ident % 16 + tiles.repeat_interleave(16, 0).repeat_interleave(16, 1)
+    noisy = ident + torch.randint(-1, 2, (96, 128, 2), generator=g)
+    jitter = torch.rand((96, 128), generator=g) < 0.05  # a few discontinuities off the grid too
+    tiled[jitter] += 1
+    assert gridness(tiled)[0] > 5
+    assert 0.8 < gridness(noisy)[0] < 1.2
+
+
+def test_pipeline_search_close_to_global_exact_from_its_real_start(skyline, starry):
+    """The searches the pipeline runs (its fused features, its start: the identity at relu5_1, the
+    upsampled NNF below) end close to the global exact NNF of the same features."""
+    problems = {}
+
+    def record(name, direction, src, dst, start, radius, k, nnf):
+        if name in ("relu5_1", "relu4_1", "relu3_1"):
+            problems[(name, direction)] = (src, dst, k, nnf)
+
+    from analogy.pipeline import run_analogy
+
+    run_analogy(skyline, starry, AnalogyConfig(size=128), on_search=record)
+    ratios = {}
+    for (name, direction), (src, dst, k, nnf) in problems.items():
+        ratios[f"{name} {direction}"] = float(nnf_cost(src, dst, nnf, k).mean() / exact_nnf(src, dst, k)[1].mean())
+    print("pipeline PatchMatch / global exact mean cost:", {k: round(v, 4) for k, v in ratios.items()})
+    assert len(ratios) == 6
+    assert all(1.0 - 1e-4 <= v <= (1.01 if "relu5" in k else 1.05 if "relu4" in k else 1.10) for k, v in ratios.items()), ratios

@@ -1,4 +1,5 @@
-"""Shared fixtures: real images from ../shared/images (or the bundled examples) and one VGG."""
+"""Shared fixtures: real images from examples/ (shipped with the project, see examples/CREDITS.md)
+and one VGG. The tests read nothing outside the repository, so a fresh clone runs all of them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,16 +11,15 @@ from analogy import AnalogyConfig, load_image
 from analogy.features import load_vgg
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "images"
 EXAMPLES = ROOT / "examples"
 
 
 def image_path(name: str) -> Path:
-    """A test image by file name, from ../shared/images, else from examples/."""
-    for folder in (SHARED, EXAMPLES):
-        if (folder / name).exists():
-            return folder / name
-    pytest.skip(f"test image {name} not found in {SHARED} or {EXAMPLES}")
+    """A test image from examples/; a missing one is an error, never a skip."""
+    path = EXAMPLES / name
+    if not path.is_file():
+        raise FileNotFoundError(f"test image {path} is missing: the tests need the images shipped in examples/")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def vgg():
 
 @pytest.fixture(scope="session")
 def skyline() -> np.ndarray:
-    return load_image(image_path("skyline-sf-dusk-back.jpeg"))
+    return load_image(image_path("skyline.jpg"))
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +39,7 @@ def starry() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
-    return load_image(image_path("astronaut.png"))
+    return load_image(image_path("astronaut.jpg"))
 
 
 @pytest.fixture

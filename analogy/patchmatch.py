@@ -1,7 +1,8 @@
 """PatchMatch search of the nearest-neighbour field between two feature maps, and its exact
 brute-force counterpart (a ground truth for tests and benchmarks).
 
-The cost of matching position p of A to q of B is Σ_{d ∈ patch} ‖Ā(p+d) − B̄(q+d)‖² where Ā and B̄
+The cost of matching position p of A to q of B is the mean of ‖Ā(p+d) − B̄(q+d)‖² over the patch
+offsets d with p+d inside A and q+d inside B (the original's border rule), where Ā and B̄
 are the channel-concatenation of the two normalised maps of each side: for the search A→B′ at a
 level, Ā = [F̄_A, F̄_A′] and B̄ = [F̄_B, F̄_B′], so the cost is the reference's sum over both pairs.
 """

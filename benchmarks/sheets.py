@@ -25,24 +25,16 @@ sys.path.insert(0, str(ROOT))
 import analogy  # noqa: E402
 from analogy.nnf import gridness  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "images"
+from bench import PAIRS as BENCH_PAIRS, load_pair  # noqa: E402  (benchmarks/ is on the path)
+
 PAIRS: Dict[str, tuple] = {
-    "painting": ("skyline-sf-dusk-back.jpeg", "starry_night.jpg"),
+    **BENCH_PAIRS,  # painting, face, sketch
     "painting-reverse": ("starry_night.jpg", "skyline-sf-dusk-back.jpeg"),
-    "face": ("astronaut.png", "grace_hopper.jpg"),
-    "sketch": ("carcassonne_sketch.png", "carcassonne_photo.png"),
     "photo-sketch": ("carcassonne_photo.png", "carcassonne_sketch.png"),
     "cat-painting": ("chelsea.png", "starry_night.jpg"),
     "examples": (str(ROOT / "examples" / "skyline.jpg"), str(ROOT / "examples" / "starry_night.jpg")),
     "examples-face": (str(ROOT / "examples" / "astronaut.jpg"), str(ROOT / "examples" / "grace_hopper.jpg")),
 }
-
-
-def find(name: str) -> Path:
-    for candidate in (Path(name), SHARED / name, ROOT / "examples" / name):
-        if candidate.exists():
-            return candidate
-    raise SystemExit(f"image {name} not found (looked in ., {SHARED}, examples/)")
 
 
 def sheet(images: List[np.ndarray], labels: List[str], height: int = 256) -> Image.Image:
@@ -82,8 +74,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     runner = analogy.Analogy(analogy.AnalogyConfig(**parse_set(args.set)))
     print(f"{'pair':18s} {'working A':>10s} {'working B′':>10s} {'time':>6s}  gridness a→b  b→a   rate a→b  b→a")
     for name in args.pairs:
-        a_name, b_name = PAIRS[name]
-        a, b = analogy.load_image(find(a_name)), analogy.load_image(find(b_name))
+        a, b = load_pair(*PAIRS[name])
         t0 = time.perf_counter()
         result = runner(a, b)
         elapsed = time.perf_counter() - t0

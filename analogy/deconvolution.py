@@ -7,9 +7,8 @@ from the caller's guess (the pipeline passes the structure image's own map, as t
 The L-BFGS is our own, small one rather than torch.optim.LBFGS: its first step is a Polyak step
 (the target is nearly reachable, so the loss itself tells the step length) instead of a tiny
 gradient step, and a backtracking (Armijo) line search that is almost never needed replaces the
-strong-Wolfe search, which costs about two passes of the sub-network per iteration. In the same
-number of iterations it leaves less relative error than torch's L-BFGS, at lower cost (the
-benchmark prints the errors per level).
+strong-Wolfe search, which costs about two passes of the sub-network per iteration. The relative
+errors per level are in `AnalogyResult.levels` (and the benchmark's JSON).
 """
 from __future__ import annotations
 

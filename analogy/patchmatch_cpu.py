@@ -18,7 +18,8 @@ import numpy as np
 from numba import njit, prange
 
 #: LLVM's fast-math flags minus "no infs" and "no NaNs": reassociation lets the channel loop
-#: vectorise, while comparisons with an infinite bound (the first cost of a match) stay exact.
+#: vectorise, while LLVM may not assume away the IEEE meaning of comparisons (with "no infs" it
+#: could fold a comparison with an infinite bound; NO_LIMIT avoids infinities as well).
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 #: The `limit` that bounds nothing: far above any cost of normalised features, yet finite.

@@ -250,8 +250,8 @@ def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None
             progress(f"{name} → {LEVEL_NAMES[index + 1]}: deconvolution and fusion")
             up_ab = upsample_nnf(nnf_ab, level_shape(size_b, level), level_shape(size_a, level - 1), level_shape(size_b, level - 1))
             up_ba = upsample_nnf(nnf_ba, level_shape(size_a, level), level_shape(size_b, level - 1), level_shape(size_a, level - 1))
-            fa_prime[level - 1] = _next_level(vgg, config, clock, stats, "ab", level, k, fa, fb, nnf_ab, size_a, size_b)
-            fb_plain[level - 1] = _next_level(vgg, config, clock, stats, "ba", level, k, fb, fa, nnf_ba, size_b, size_a)
+            fa_prime[level - 1] = _next_level(vgg, config, clock, stats, "ab", level, k, fa, fb, nnf_ab)
+            fb_plain[level - 1] = _next_level(vgg, config, clock, stats, "ba", level, k, fb, fa, nnf_ba)
             nnf_ab, nnf_ba = up_ab, up_ba
         levels.append(stats)
     progress("reconstructing A′ and B")
@@ -281,7 +281,7 @@ def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None
     )
 
 
-def _next_level(vgg, config, clock, stats, direction, level, k, struct, appear, nnf, size_s, size_t):
+def _next_level(vgg, config, clock, stats, direction, level, k, struct, appear, nnf):
     """Features at level-1 for the unknown image on the `struct` side: A′ (direction "ab", struct
     = A, appearance from B′) or B ("ba", struct = B′, appearance from A).
 

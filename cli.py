@@ -6,7 +6,9 @@
 """
 from __future__ import annotations
 
+import difflib
 import functools
+import re
 import sys
 import time
 from pathlib import Path
@@ -27,12 +29,30 @@ def _fail(message: str) -> "click.ClickException":
 
 class _DefaultGroup(click.Group):
     """A group whose first argument, when it is not a subcommand, starts the `run` subcommand:
-    `analogy A B -o out` is `analogy run A B -o out`."""
+    `analogy A B -o out` is `analogy run A B -o out`. A first argument that is neither a command
+    nor a path (a bare word such as `bacth`, no such file) is a mistyped command."""
 
     def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help", "--version"):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            word = args[0]
+            if not Path(word).exists() and not any(c in word for c in "./\\:"):
+                close = difflib.get_close_matches(word, list(self.commands), n=1)
+                hint = f" Did you mean '{close[0]}'?" if close else ""
+                ctx.fail(f"No such command '{word}'.{hint} Commands: {', '.join(self.commands)} "
+                         f"(or give two image paths: analogy A.png BPRIME.png -o out/).")
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+
+class _Device(click.ParamType):
+    """auto, cpu, cuda or cuda:N."""
+
+    name = "[auto|cpu|cuda|cuda:N]"
+
+    def convert(self, value, param, ctx):
+        if re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)) is None:
+            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N (N = the GPU's index)", param, ctx)
+        return str(value)
 
 
 def _options(f: Callable) -> Callable:
@@ -46,8 +66,9 @@ def _options(f: Callable) -> Callable:
         click.option("--deconv-iterations", type=int, help="L-BFGS iterations per deconvolution [default: 10]."),
         click.option("--seed", type=int, help="Seed of the PatchMatch random search [default: 0]."),
         click.option("--weights", help="VGG19 weights: caffe (embedded, default), torchvision (downloads once), or a state-dict path."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-                     help="Where to compute: auto uses a CUDA GPU when one is present and usable, else the CPU."),
+        click.option("--device", type=_Device(), default="auto", show_default=True,
+                     help="Where to compute: auto uses a CUDA GPU when one is present and usable, else the CPU; "
+                          "cuda:N picks GPU N."),
         click.option("--photo", is_flag=True, help="Photo-to-photo mode: refine A′ and B to keep A's and B′'s edges (WLS)."),
         click.option("--save-nnf", is_flag=True, help="Also write nnf_ab.npy and nnf_ba.npy (H×W×2 int32, (y, x) matches)."),
         click.option("--save-flow", is_flag=True, help="Also write flow_ab.png and flow_ba.png (colour-coded displacement)."),
@@ -61,11 +82,11 @@ def _options(f: Callable) -> Callable:
 
 
 def _config(size, ratio, blend_level, iterations, deconv_iterations, seed, weights, device, photo) -> analogy.AnalogyConfig:
-    return analogy.AnalogyConfig().replace(
-        size=size, ratio=ratio, blend_level=int(blend_level) if blend_level else None,
-        iterations=iterations, deconv_iterations=deconv_iterations, seed=seed,
-        weights=weights, device=device, photo=photo or None,
-    )
+    """The configuration with the options given on the command line (None: not given, keep the default)."""
+    given = dict(size=size, ratio=ratio, blend_level=int(blend_level) if blend_level else None,
+                 iterations=iterations, deconv_iterations=deconv_iterations, seed=seed,
+                 weights=weights, device=device, photo=photo or None)
+    return analogy.AnalogyConfig().replace(**{k: v for k, v in given.items() if v is not None})
 
 
 def _one_line_errors(f: Callable) -> Callable:

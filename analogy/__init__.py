@@ -6,15 +6,15 @@
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from .config import BLEND_PRESETS, LEVEL_NAMES, AnalogyConfig
 from .errors import (
     AnalogyError, ConfigError, DeviceError, InputImageError, OutOfMemoryError, OutputError, WeightsError,
 )
 from .features import FeatureCache, VGG19Features, load_vgg
-from .image_io import ImageLike, file_key, load_image
-from .pipeline import AnalogyResult, Progress, resolve_device, run_analogy, working_size
+from .image_io import load_image
+from .kernels import resolve_device
+from .pipeline import AnalogyResult, Progress, run_analogy, working_size
+from .runner import Analogy, analogy
 from .results import save_result
 from .batch import Pair, PairOutcome, batch, pairs_from_lists, pairs_from_manifest
 from . import image_io
@@ -24,44 +24,6 @@ __all__ = [
     "AnalogyError", "ConfigError", "DeviceError", "InputImageError", "OutOfMemoryError",
     "OutputError", "WeightsError", "BLEND_PRESETS", "LEVEL_NAMES", "working_size",
     "batch", "Pair", "PairOutcome", "pairs_from_lists", "pairs_from_manifest", "FeatureCache",
+    "resolve_device", "run_analogy", "VGG19Features", "load_vgg", "Progress", "image_io",
 ]
 __version__ = "0.1.0"
-
-
-class Analogy:
-    """Loads VGG19 once and runs many analogies with one configuration.
-
-    >>> runner = Analogy(AnalogyConfig(blend_level=3))
-    >>> for photo in photos:
-    ...     result = runner(photo, "starry_night.jpg")
-    """
-
-    def __init__(self, config: Optional[AnalogyConfig] = None, feature_cache: Optional[FeatureCache] = None,
-                 **options) -> None:
-        """`feature_cache`, if given, keeps the VGG maps of images given as file paths, so that a
-        file used in many pairs (a style image) is analysed once per working size."""
-        self.config = (config or AnalogyConfig()).replace(**options)
-        self.device = resolve_device(self.config.device)
-        self.vgg: VGG19Features = load_vgg(self.config.weights, str(self.device))
-        self.feature_cache = feature_cache
-
-    def __call__(self, a: ImageLike, b_prime: ImageLike, progress: Progress = None, **options) -> AnalogyResult:
-        """Analogy of structure image `a` and appearance image `b_prime` (paths, PIL images or
-        H×W×3 uint8 arrays). `options` override this runner's configuration for this pair
-        (fields that change the network, `weights` and `device`, need a new runner)."""
-        config = self.config.replace(**options)
-        if (config.weights, config.device) != (self.config.weights, self.config.device):
-            raise ConfigError("weights and device are fixed per Analogy object; create a new one")
-        image_a = load_image(a, "A")
-        image_b = load_image(b_prime, "B′")
-        return run_analogy(image_a, image_b, config, self.vgg, progress, cache=self.feature_cache,
-                           keys=(file_key(a), file_key(b_prime)))
-
-
-def analogy(a: ImageLike, b_prime: ImageLike, config: Optional[AnalogyConfig] = None,
-            progress: Progress = None, **options) -> AnalogyResult:
-    """One Deep Image Analogy: A′ (A's layout, B′'s look) and B (B′'s layout, A's look).
-
-    Options are AnalogyConfig fields, e.g. ``analogy(a, b, ratio=1.0, blend_level=3, seed=1)``.
-    """
-    return Analogy(config, **options)(a, b_prime, progress)

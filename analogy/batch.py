@@ -217,7 +217,7 @@ def _as_pair(item: Union[Pair, Tuple[PathLike, PathLike, PathLike]]) -> Pair:
 
 def _worker_devices(config: AnalogyConfig, jobs: int) -> Tuple[int, Optional[List[str]]]:
     """How many workers to start, and the GPU each takes (None: CPU workers)."""
-    from .pipeline import resolve_device
+    from .kernels import resolve_device
 
     device = resolve_device(config.device)
     if device.type != "cuda":

@@ -6,12 +6,46 @@ index 0 is relu5_1, 1 relu4_1, 2 relu3_1, 3 relu2_1, 4 relu1_1.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 from .errors import ConfigError
 
 LEVEL_NAMES: Tuple[str, ...] = ("relu5_1", "relu4_1", "relu3_1", "relu2_1", "relu1_1")
+
+#: Seeds are below this: the search derives one seed per level and direction from it, in 64 bits.
+MAX_SEED = 2**62
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check(ok: bool, name: str, expected: str, value) -> None:
+    """A ConfigError saying what `name` must be, unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{name} must be {expected}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Level:
+    """The facts of one pyramid level, from the config (`AnalogyConfig.levels()`)."""
+
+    name: str  # "relu5_1" … "relu1_1"
+    layer: int  # VGG level: 5 for relu5_1 … 1 for relu1_1 (0 would be the image)
+    patch_size: int  # side of the PatchMatch patches
+    radius: Optional[int]  # starting radius of the random search (None: the whole map)
+    iterations: int  # PatchMatch iterations
+    alpha: Optional[float]  # α of the fusion that makes this level's features (None at relu5_1)
+    seed: int  # seed of the A→B′ search (B′→A uses seed + 1)
+
 
 #: α for the fused levels relu4_1, relu3_1, relu2_1, relu1_1, by blend level (Liao et al. 2017).
 BLEND_PRESETS = {
@@ -72,9 +106,10 @@ class AnalogyConfig:
             side: a round trip A → B′ → A that misses the start by d pixels gets exp(−d²/2σ²).
             0.01 is 10 px on a 1000-px image, about two working pixels at the default ratio.
     Other:
-        seed: seeds the PatchMatch random search; same inputs, options and seed give the same output.
+        seed: seeds the PatchMatch random search (0 ≤ seed < 2**62); same inputs, options and seed
+            give the same output on the same device.
         weights: "caffe" (embedded original Caffe VGG19), "torchvision", or a path to a state dict.
-        device: "auto", "cpu" or "cuda".
+        device: "auto", "cpu", "cuda" or "cuda:N" (see `analogy.kernels.resolve_device`).
     """
 
     ratio: float = 0.5
@@ -112,38 +147,66 @@ class AnalogyConfig:
     alphas: Tuple[float, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.blend_level not in BLEND_PRESETS:
-            raise ConfigError(f"blend_level must be 1, 2 or 3, not {self.blend_level!r}")
-        object.__setattr__(self, "alphas", BLEND_PRESETS[self.blend_level])
-        if isinstance(self.iterations, int):
+        if isinstance(self.iterations, int) and not isinstance(self.iterations, bool):
             object.__setattr__(self, "iterations", (self.iterations,) * len(LEVEL_NAMES))
         for name in ("patch_sizes", "iterations", "radii"):
-            value = tuple(getattr(self, name))
-            object.__setattr__(self, name, value)
-            if len(value) != len(LEVEL_NAMES):
-                raise ConfigError(f"{name} needs one value per level ({len(LEVEL_NAMES)}), got {value!r}")
-        if any(k < 1 or k % 2 == 0 for k in self.patch_sizes + (self.final_patch_size,)):
-            raise ConfigError("patch sizes must be odd and positive")
-        if any(n < 0 for n in self.iterations):
-            raise ConfigError("PatchMatch iterations must be ≥ 0")
-        if any(r is not None and r < 1 for r in self.radii):
-            raise ConfigError("search radii must be ≥ 1 (or None for the whole map)")
-        if not 0 < self.ratio <= 4:
-            raise ConfigError(f"ratio must be in (0, 4], not {self.ratio!r}")
-        if self.size is not None and self.size < MIN_WORKING_SIDE:
-            raise ConfigError(f"working size must be at least {MIN_WORKING_SIDE} px, not {self.size}")
-        if self.deconv_layers_down not in (1, 2):
-            raise ConfigError("deconv_layers_down must be 1 or 2")
-        if self.deconv_iterations < 0:
-            raise ConfigError("deconv_iterations must be ≥ 0")
-        if not (self.wls_lambda > 0 and self.wls_alpha > 0 and self.wls_eps > 0 and self.confidence_sigma > 0):
-            raise ConfigError("wls_lambda, wls_alpha, wls_eps and confidence_sigma must be positive")
-        if self.band_height < 1:
-            raise ConfigError("band_height must be ≥ 1")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"device must be auto, cpu or cuda, not {self.device!r}")
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)) or len(value) != len(LEVEL_NAMES):
+                raise ConfigError(f"{name} needs one value per level ({len(LEVEL_NAMES)}, relu5_1 first), got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        _check(self.blend_level in BLEND_PRESETS and _is_int(self.blend_level), "blend_level", "1, 2 or 3",
+               self.blend_level)
+        object.__setattr__(self, "alphas", BLEND_PRESETS[self.blend_level])
+        _check(_is_number(self.ratio) and 0 < self.ratio <= 4, "ratio", "a number in (0, 4]", self.ratio)
+        _check(self.size is None or (_is_int(self.size) and self.size >= MIN_WORKING_SIDE), "size",
+               f"a whole number of pixels, at least {MIN_WORKING_SIDE} (or None for the size rules)", self.size)
+        for name in ("max_long_side", "min_long_side", "max_area"):
+            _check(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "a whole number ≥ 1",
+                   getattr(self, name))
+        _check(self.min_long_side <= self.max_long_side, "min_long_side",
+               f"at most max_long_side ({self.max_long_side})", self.min_long_side)
+        for k in self.patch_sizes + (self.final_patch_size,):
+            _check(_is_int(k) and k >= 1 and k % 2 == 1, "patch sizes", "odd whole numbers ≥ 1", k)
+        for n in self.iterations:
+            _check(_is_int(n) and n >= 0, "iterations", "whole numbers ≥ 0", n)
+        for r in self.radii:
+            _check(r is None or (_is_int(r) and r >= 1), "radii", "whole numbers ≥ 1 or None (the whole map)", r)
+        _check(_is_int(self.band_height) and self.band_height >= 1, "band_height", "a whole number ≥ 1",
+               self.band_height)
+        _check(_is_number(self.kappa) and self.kappa > 0, "kappa", "a number > 0", self.kappa)
+        _check(_is_number(self.tau) and 0 <= self.tau < 1, "tau", "a number in [0, 1)", self.tau)
+        _check(_is_int(self.deconv_iterations) and self.deconv_iterations >= 0, "deconv_iterations",
+               "a whole number ≥ 0", self.deconv_iterations)
+        _check(self.deconv_layers_down in (1, 2) and _is_int(self.deconv_layers_down), "deconv_layers_down",
+               "1 or 2", self.deconv_layers_down)
+        _check(_is_int(self.deconv_history) and self.deconv_history >= 1, "deconv_history", "a whole number ≥ 1",
+               self.deconv_history)
+        _check(_is_number(self.deconv_tolerance) and self.deconv_tolerance >= 0, "deconv_tolerance",
+               "a number ≥ 0", self.deconv_tolerance)
+        _check(isinstance(self.photo, bool), "photo", "True or False", self.photo)
+        for name in ("wls_lambda", "wls_alpha", "wls_eps", "confidence_sigma"):
+            _check(_is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a number > 0",
+                   getattr(self, name))
+        _check(_is_int(self.seed) and 0 <= self.seed < MAX_SEED, "seed", f"a whole number from 0 to 2**{MAX_SEED.bit_length() - 1} − 1",
+               self.seed)
+        _check(isinstance(self.weights, str) and self.weights != "", "weights",
+               "caffe, torchvision or the path of a state dict", self.weights)
+        _check(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+               "device", "auto, cpu, cuda or cuda:N", self.device)
 
     def replace(self, **changes) -> "AnalogyConfig":
-        """A copy with some fields changed (None values are ignored, so CLI defaults pass through)."""
-        changes = {k: v for k, v in changes.items() if v is not None}
+        """A copy with the given fields changed (None sets a field to None where it may be None,
+        e.g. ``replace(size=None)`` goes back to the size rules)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self) if f.init})
+        if unknown:
+            raise ConfigError(f"unknown option {unknown[0]!r}; the options are AnalogyConfig's fields")
         return dataclasses.replace(self, **changes)
+
+    def levels(self) -> Tuple[Level, ...]:
+        """The per-level facts, from relu5_1 (coarsest) to relu1_1."""
+        count = len(LEVEL_NAMES)
+        return tuple(
+            Level(name, count - index, self.patch_sizes[index], self.radii[index], self.iterations[index],
+                  None if index == 0 else self.alphas[index - 1], self.seed + 7919 * (count - index))
+            for index, name in enumerate(LEVEL_NAMES)
+        )

@@ -1,8 +1,8 @@
 """Nearest-neighbour fields (NNFs): creation, resampling between sizes, voting, and display.
 
 An NNF from A to B is an int32 tensor of shape (H_A, W_A, 2): nnf[y, x] = (y', x'), the position
-in B matched to position (y, x) of A. Everything here is plain torch, so it runs where the tensors are;
-on a GPU, resampling and voting use the equivalent CUDA kernels of `patchmatch_cuda`.
+in B matched to position (y, x) of A. Everything here is plain torch, so it runs where the tensors are
+(the CUDA kernels of `analogy.kernels.cuda` vote on a GPU with the same results).
 """
 from __future__ import annotations
 
@@ -12,18 +12,6 @@ import numpy as np
 import torch
 
 Shape = Tuple[int, int]
-
-
-def _cuda_kernels(t: torch.Tensor):
-    """The module of CUDA kernels when `t` is on a GPU they run on; None otherwise (plain torch)."""
-    if not t.is_cuda:
-        return None
-    try:
-        from . import patchmatch_cuda
-    except ImportError:
-        return None
-    index = t.device.index if t.device.index is not None else torch.cuda.current_device()
-    return patchmatch_cuda if patchmatch_cuda.problem(index) is None else None
 
 
 def _resample_axis(n_old: int, n_new: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -40,9 +28,6 @@ def resample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape, new_shap
     that cell, and scaled to B's new size. For an exact ×2 this is φ'(p) = 2·φ(⌊p/2⌋) + (p mod 2),
     the upsampling between pyramid levels; it also takes the final NNF to output resolution.
     """
-    kernels = _cuda_kernels(nnf)
-    if kernels is not None:
-        return kernels.resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
     out = []
     for axis in range(2):
         cell, offset = _resample_axis(nnf.shape[axis], new_shape_a[axis], nnf.device)
@@ -75,9 +60,6 @@ def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tens
     As in the original, the mean is over the x inside the target whose φ(x) + (p − x) lies
     inside the source (p itself always contributes).
     """
-    kernels = _cuda_kernels(source) if source.dtype == torch.float32 else None
-    if kernels is not None:
-        return kernels.vote(source, nnf.to(source.device), patch_size)
     c, hb, wb = source.shape
     h, w = nnf.shape[:2]
     half = patch_size // 2

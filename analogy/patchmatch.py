@@ -1,5 +1,5 @@
-"""PatchMatch search of the nearest-neighbour field between two feature maps, and its exact
-brute-force counterpart (a ground truth for tests and benchmarks).
+"""The search problem of one level and direction: the features the PatchMatch kernels (see
+`analogy.kernels`) match, and the exact brute-force NNF (a ground truth for tests and benchmarks).
 
 The cost of matching position p of A to q of B is the mean of ‖Ā(p+d) − B̄(q+d)‖² over the patch
 offsets d with p+d inside A and q+d inside B (the original's border rule), where Ā and B̄
@@ -8,11 +8,9 @@ level, Ā = [F̄_A, F̄_A′] and B̄ = [F̄_B, F̄_B′], so the cost is the re
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Tuple
 
 import torch
-
-from . import patchmatch_cpu
 
 
 class SearchFeatures(NamedTuple):
@@ -31,57 +29,6 @@ def prepare(*maps: torch.Tensor, eps: float = 1e-12) -> SearchFeatures:
     parts = [m[0] / m[0].norm(dim=0, keepdim=True).clamp_min(eps) for m in maps]
     features = torch.cat(parts, dim=0).permute(1, 2, 0).contiguous().float()
     return SearchFeatures(features, (features * features).sum(dim=-1).contiguous())
-
-
-def patchmatch(
-    a: SearchFeatures,
-    b: SearchFeatures,
-    init: torch.Tensor,
-    patch_size: int,
-    iterations: int,
-    radius: Optional[int] = None,
-    seed: int = 0,
-    band_height: int = 4,
-    samples: int = 1,
-    evaluations: Optional[torch.Tensor] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Improve the NNF `init` from A to B by PatchMatch; return (nnf, cost per position).
-
-    The random search samples windows of radius `radius`, `radius`/2, … 1 around each position's
-    running best match (`None`: the whole of B), as the original does; `init` is only the start,
-    propagation and random search may take a match anywhere in B.
-    `evaluations`, an int64 tensor with one entry per row of A, counts the patch distances
-    computed (for benchmarks). On CUDA tensors the GPU kernels of `patchmatch_cuda` run instead
-    (`band_height` does not apply there).
-    """
-    if a.features.is_cuda:
-        from . import patchmatch_cuda
-
-        return patchmatch_cuda.patchmatch(a, b, init, patch_size, iterations, radius, seed, samples, evaluations)
-    search_radius = radius if radius is not None else max(b.shape)
-    nnf = init.to(torch.int32).clone().contiguous()
-    cost = torch.empty(a.shape, dtype=torch.float32, device=nnf.device)
-    if evaluations is None:
-        evaluations = torch.zeros(a.shape[0], dtype=torch.int64)
-    patchmatch_cpu.search(
-        a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(),
-        nnf.numpy(), cost.numpy(), patch_size // 2, int(iterations), int(search_radius), int(samples), int(seed),
-        int(band_height), evaluations.numpy(),
-    )
-    return nnf, cost
-
-
-def nnf_cost(a: SearchFeatures, b: SearchFeatures, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """The patch cost of each match of `nnf`, an (H_A, W_A) tensor."""
-    if a.features.is_cuda:
-        from . import patchmatch_cuda
-
-        return patchmatch_cuda.nnf_cost(a, b, nnf, patch_size)
-    out = patchmatch_cpu.nnf_cost(
-        a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(),
-        nnf.to(torch.int32).contiguous().numpy(), patch_size // 2,
-    )
-    return torch.from_numpy(out)
 
 
 def _zero_pad(x: torch.Tensor, half: int) -> torch.Tensor:

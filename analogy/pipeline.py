@@ -1,35 +1,50 @@
-"""The coarse-to-fine driver: features, then per level PatchMatch, deconvolution and fusion,
-then reconstruction at the inputs' resolution."""
+"""The coarse-to-fine driver (the paper's Algorithm 1): VGG19 features of A and B′; then, from relu5_1
+down to relu1_1, one step per level: the NNF search both ways, and, above relu1_1, the next level's
+features of A′ and B (warp, deconvolve, fuse) and the NNFs upsampled to start the next search;
+finally A′ and B voted from the images at the inputs' resolution."""
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
 
-from .config import LEVEL_NAMES, MIN_WORKING_SIDE, SIZE_MULTIPLE, AnalogyConfig
+from .config import LEVEL_NAMES, MIN_WORKING_SIDE, SIZE_MULTIPLE, AnalogyConfig, Level
 from .deconvolution import deconvolve
-from .errors import DeviceError, OutOfMemoryError
+from .errors import OutOfMemoryError
 from .features import FeatureCache, VGG19Features, load_vgg
 from .fusion import fuse, response_mask
-from .nnf import consistency_confidence, identity_nnf, upsample_nnf, vote
-from .patchmatch import SearchFeatures, patchmatch, prepare
-from .reconstruction import output_nnf, reconstruct
+from .kernels import Kernels, kernels_for, resolve_device
+from .nnf import consistency_confidence, identity_nnf
+from .patchmatch import SearchFeatures, prepare
+from .reconstruction import reconstruct
 from .refinement import refine_photos
 
 Shape = Tuple[int, int]
 Progress = Optional[Callable[[str], None]]
-#: Called after each search as (level name, direction "ab"/"ba", source, target, start NNF, radius,
-#: patch size, nnf): lets benchmarks judge the search against the exact NNF of the same problem.
-SearchObserver = Optional[Callable[..., None]]
 
-#: Steps reported to a progress callback: features, 5 searches, 4 deconvolutions, reconstruction.
-PROGRESS_STEPS = 1 + len(LEVEL_NAMES) + (len(LEVEL_NAMES) - 1) + 1
+
+class Search(NamedTuple):
+    """One search the pipeline ran, as given to an `on_search` observer (benchmarks judge it
+    against the exact NNF of the same problem)."""
+
+    level: Level
+    direction: str  # "ab" (A → B′) or "ba" (B′ → A)
+    source: SearchFeatures
+    target: SearchFeatures
+    start: torch.Tensor
+    nnf: torch.Tensor
+    cost: torch.Tensor
+
+
+SearchObserver = Optional[Callable[[Search], None]]
+
+#: Steps reported to a progress callback: features, one per level, reconstruction.
+PROGRESS_STEPS = 1 + len(LEVEL_NAMES) + 1
 
 
 def progress_steps(config: AnalogyConfig) -> int:
@@ -64,51 +79,6 @@ def working_size(shape: Shape, config: AnalogyConfig) -> Shape:
         return max(MIN_WORKING_SIDE, SIZE_MULTIPLE * int(round(n / SIZE_MULTIPLE)))
 
     return snap(h * scale), snap(w * scale)
-
-
-def level_shape(shape: Shape, level: int) -> Shape:
-    """Size of level `level`'s map for a working image of `shape` (levels 0 and 1 are full size)."""
-    f = 2 ** max(level - 1, 0)
-    return shape[0] // f, shape[1] // f
-
-
-def resolve_device(device: str) -> torch.device:
-    """"cpu"; "auto" → the GPU when torch sees one and Numba's CUDA kernels run on it, else the CPU
-    (with a warning if a GPU is there but unusable); "cuda" or "cuda:N" → that GPU, or a
-    DeviceError saying why not."""
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise DeviceError("no CUDA device is available; use --device cpu (or auto)")
-    try:
-        target = torch.device("cuda" if device == "auto" else device)
-    except RuntimeError:
-        raise DeviceError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    index = target.index if target.index is not None else torch.cuda.current_device()
-    if not 0 <= index < torch.cuda.device_count():
-        raise DeviceError(f"no CUDA device {index} (there are {torch.cuda.device_count()}); use --device cuda (or auto)")
-    try:
-        from .patchmatch_cuda import problem
-
-        reason = problem(index)
-    except ImportError as exc:
-        reason = f"Numba's CUDA target cannot be imported ({exc})"
-    if reason is None:
-        return torch.device("cuda", index)
-    if device == "auto":
-        warnings.warn(f"a CUDA device is present, but {reason}; running on the CPU (pip install 'analogy[cuda]')")
-        return torch.device("cpu")
-    raise DeviceError(f"a CUDA device is present, but {reason}; use --device cpu (or pip install 'analogy[cuda]')")
-
-
-def _out_of_memory(exc: BaseException, device: torch.device) -> bool:
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    if device.type == "cuda":
-        from .patchmatch_cuda import is_out_of_memory
-
-        return is_out_of_memory(exc)
-    return False
 
 
 @dataclass
@@ -148,18 +118,26 @@ class AnalogyResult:
 
 
 class _Clock:
-    """Accumulates wall time per stage."""
+    """Wall time per stage (`totals`) and per level (`levels`, keyed by level name)."""
 
     def __init__(self) -> None:
         self.totals: Dict[str, float] = {}
+        self.levels: Dict[str, Dict[str, object]] = {}
 
     @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
+    def __call__(self, stage: str, level: Optional[str] = None, key: Optional[str] = None) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.totals[stage] = self.totals.get(stage, 0.0) + time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.totals[stage] = self.totals.get(stage, 0.0) + elapsed
+            if level is not None and key is not None:
+                self.note(level, key, elapsed)
+
+    def note(self, level: str, key: str, value: object) -> None:
+        """Record a per-level figure (a time, a cost, a loss)."""
+        self.levels.setdefault(level, {"level": level})[key] = value
 
 
 def _resize(rgb: np.ndarray, shape: Shape) -> np.ndarray:
@@ -186,13 +164,15 @@ def run_analogy(
     or computed once and stored there under (key, working size).
     """
     device = resolve_device(config.device)
+    kernels = kernels_for(device, config.band_height)
     vgg = vgg if vgg is not None else load_vgg(config.weights, str(device))
     size_a, size_b = working_size(image_a.shape[:2], config), working_size(image_b.shape[:2], config)
     try:
-        return _run(image_a, image_b, size_a, size_b, config, vgg, progress or (lambda _: None), on_search,
-                    cache, keys)
+        with kernels.deterministic(), torch.no_grad():
+            return _run(image_a, image_b, size_a, size_b, config, vgg, kernels, progress or (lambda _: None),
+                        on_search, cache, keys)
     except Exception as exc:
-        if isinstance(exc, OutOfMemoryError) or not _out_of_memory(exc, device):
+        if isinstance(exc, OutOfMemoryError) or not kernels.is_out_of_memory(exc):
             raise
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -211,7 +191,91 @@ def _features(vgg: VGG19Features, image: np.ndarray, size: Shape, cache: Optiona
     return compute() if cache is None or key is None else cache.get((key, size), compute)
 
 
-def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None, cache=None,
+@dataclass(frozen=True)
+class LevelState:
+    """What one level's step starts from: the features of the two unknown images at that level,
+    F_A′ (A's structure, B′'s appearance) and F_B (B′'s structure, A's appearance), and the NNFs
+    φ_a→b, φ_b→a the searches start from. At relu5_1, F_A′ = F_A, F_B = F_B′ and the NNFs are
+    the identity; at the end of the last step, the NNFs are the final ones."""
+
+    a_prime: torch.Tensor
+    b: torch.Tensor
+    nnf_ab: torch.Tensor
+    nnf_ba: torch.Tensor
+
+
+class _Pyramid:
+    """The per-level step and its stages, on the known images' features `fa` (A) and `fb` (B′),
+    lists indexed by VGG level (0 = the image, 1 … 5 = relu1_1 … relu5_1)."""
+
+    def __init__(self, config: AnalogyConfig, vgg: VGG19Features, kernels: Kernels, fa: List[torch.Tensor],
+                 fb: List[torch.Tensor], clock: _Clock, on_search: SearchObserver) -> None:
+        self.config, self.vgg, self.kernels = config, vgg, kernels
+        self.fa, self.fb = fa, fb
+        self.clock, self.on_search = clock, on_search
+
+    def start(self, top: Level) -> LevelState:
+        fa, fb = self.fa[top.layer], self.fb[top.layer]
+        shape_a, shape_b = tuple(fa.shape[-2:]), tuple(fb.shape[-2:])
+        return LevelState(fa, fb, identity_nnf(shape_a, shape_b, fa.device), identity_nnf(shape_b, shape_a, fa.device))
+
+    def step(self, level: Level, state: LevelState, below: Optional[Level]) -> LevelState:
+        """The NNFs at `level` both ways, then (unless it is the finest) the state of `below`."""
+        side_a = prepare(self.fa[level.layer], state.a_prime)  # [F_A, F_A′]
+        side_b = prepare(state.b, self.fb[level.layer])  # [F_B, F_B′]
+        nnf_ab = self.search(level, "ab", side_a, side_b, state.nnf_ab)
+        nnf_ba = self.search(level, "ba", side_b, side_a, state.nnf_ba)
+        if below is None:
+            return LevelState(state.a_prime, state.b, nnf_ab, nnf_ba)
+        return LevelState(
+            a_prime=self.reconstruct(level, below, "ab", nnf_ab, structure=self.fa, appearance=self.fb),
+            b=self.reconstruct(level, below, "ba", nnf_ba, structure=self.fb, appearance=self.fa),
+            nnf_ab=self.upsample(nnf_ab, self.fb[level.layer], self.fa[below.layer], self.fb[below.layer]),
+            nnf_ba=self.upsample(nnf_ba, self.fa[level.layer], self.fb[below.layer], self.fa[below.layer]),
+        )
+
+    def search(self, level: Level, direction: str, source: SearchFeatures, target: SearchFeatures,
+               start: torch.Tensor) -> torch.Tensor:
+        """PatchMatch from `source` to `target` starting at `start` (the NNF φ_a→b or φ_b→a)."""
+        seed = level.seed + (direction == "ba")
+        with self.clock("patchmatch", level.name, f"patchmatch_{direction}_s"):
+            nnf, cost = self.kernels.search(source, target, start, level.patch_size, level.iterations,
+                                            level.radius, seed)
+        self.clock.note(level.name, f"cost_{direction}", float(cost.mean()))
+        if self.on_search is not None:
+            self.on_search(Search(level, direction, source, target, start, nnf, cost))
+        return nnf
+
+    def reconstruct(self, level: Level, below: Level, direction: str, nnf: torch.Tensor,
+                    structure: List[torch.Tensor], appearance: List[torch.Tensor]) -> torch.Tensor:
+        """The unknown image's features at `below`: A′'s (direction "ab", structure A, appearance
+        B′) or B's ("ba", structure B′, appearance A).
+
+        The appearance image's map at `level` is warped by the NNF (patch voting), deconvolved to
+        `below`, starting from the structure image's own map `deconv_layers_down` levels below
+        `level` as the original does, and fused with the structure image's own map at `below`.
+        """
+        config = self.config
+        with self.clock("deconvolution", level.name, f"deconv_{direction}_s"):
+            warped = self.kernels.vote(appearance[level.layer][0], nnf, level.patch_size)[None]
+            deconvolved, info = deconvolve(
+                self.vgg, level.layer, warped, structure[level.layer - config.deconv_layers_down],
+                config.deconv_layers_down, config.deconv_iterations, config.deconv_history, config.deconv_tolerance,
+            )
+        self.clock.note(level.name, f"deconv_{direction}_loss", (info.initial_loss, info.final_loss))
+        with self.clock("fusion"):
+            own = structure[below.layer]
+            return fuse(own, deconvolved, below.alpha, response_mask(own, config.kappa, config.tau))
+
+    def upsample(self, nnf: torch.Tensor, target: torch.Tensor, source_below: torch.Tensor,
+                 target_below: torch.Tensor) -> torch.Tensor:
+        """An NNF into `target`'s map, taken to the maps one level down (sizes ×2)."""
+        return self.kernels.resample_nnf(nnf, tuple(target.shape[-2:]), tuple(source_below.shape[-2:]),
+                                         tuple(target_below.shape[-2:]))
+
+
+def _run(image_a, image_b, size_a, size_b, config: AnalogyConfig, vgg: VGG19Features, kernels: Kernels,
+         progress: Callable[[str], None], on_search: SearchObserver = None, cache=None,
          keys=(None, None)) -> AnalogyResult:
     clock = _Clock()
     t_start = time.perf_counter()
@@ -219,48 +283,19 @@ def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None
     with clock("features"):
         fa = _features(vgg, image_a, size_a, cache, keys[0])
         fb = _features(vgg, image_b, size_b, cache, keys[1])
-    fa_prime: Dict[int, torch.Tensor] = {5: fa[5]}  # F_A′, A's structure with B′'s appearance
-    fb_plain: Dict[int, torch.Tensor] = {5: fb[5]}  # F_B, B′'s structure with A's appearance
-    nnf_ab = identity_nnf(level_shape(size_a, 5), level_shape(size_b, 5), fa[5].device)
-    nnf_ba = identity_nnf(level_shape(size_b, 5), level_shape(size_a, 5), fa[5].device)
-    levels = []
-    for index, name in enumerate(LEVEL_NAMES):
-        level = 5 - index
-        k, radius = config.patch_sizes[index], config.radii[index]
-        stats: Dict[str, float] = {"level": name}
-        progress(f"{name}: PatchMatch")
-        with clock("patchmatch"):
-            side_a: SearchFeatures = prepare(fa[level], fa_prime[level])
-            side_b: SearchFeatures = prepare(fb_plain[level], fb[level])
-            for direction, (src, dst, init) in (("ab", (side_a, side_b, nnf_ab)), ("ba", (side_b, side_a, nnf_ba))):
-                t0 = time.perf_counter()
-                nnf, cost = patchmatch(
-                    src, dst, init, k, config.iterations[index], radius, seed=config.seed + 7919 * level + (direction == "ba"),
-                    band_height=config.band_height,
-                )
-                stats[f"patchmatch_{direction}_s"] = time.perf_counter() - t0
-                stats[f"cost_{direction}"] = float(cost.mean())
-                if on_search is not None:
-                    on_search(name, direction, src, dst, init, radius, k, nnf)
-                if direction == "ab":
-                    nnf_ab = nnf
-                else:
-                    nnf_ba = nnf
-        if level > 1:
-            progress(f"{name} → {LEVEL_NAMES[index + 1]}: deconvolution and fusion")
-            up_ab = upsample_nnf(nnf_ab, level_shape(size_b, level), level_shape(size_a, level - 1), level_shape(size_b, level - 1))
-            up_ba = upsample_nnf(nnf_ba, level_shape(size_a, level), level_shape(size_b, level - 1), level_shape(size_a, level - 1))
-            fa_prime[level - 1] = _next_level(vgg, config, clock, stats, "ab", level, k, fa, fb, nnf_ab)
-            fb_plain[level - 1] = _next_level(vgg, config, clock, stats, "ba", level, k, fb, fa, nnf_ba)
-            nnf_ab, nnf_ba = up_ab, up_ba
-        levels.append(stats)
+    pyramid = _Pyramid(config, vgg, kernels, fa, fb, clock, on_search)
+    levels = config.levels()
+    state = pyramid.start(levels[0])
+    for level, below in zip(levels, levels[1:] + (None,)):
+        progress(f"{level.name}: PatchMatch" + (f", deconvolution to {below.name}" if below else ""))
+        state = pyramid.step(level, state, below)
     progress("reconstructing A′ and B")
     with clock("reconstruction"):
         shape_a, shape_b = image_a.shape[:2], image_b.shape[:2]
-        out_ab = output_nnf(nnf_ab, size_b, shape_a, shape_b)
-        out_ba = output_nnf(nnf_ba, size_a, shape_b, shape_a)
-        a_prime = reconstruct(image_b, out_ab, config.final_patch_size)
-        b = reconstruct(image_a, out_ba, config.final_patch_size)
+        out_ab = kernels.resample_nnf(state.nnf_ab, size_b, shape_a, shape_b)
+        out_ba = kernels.resample_nnf(state.nnf_ba, size_a, shape_b, shape_a)
+        a_prime = reconstruct(kernels, image_b, out_ab, config.final_patch_size)
+        b = reconstruct(kernels, image_a, out_ba, config.final_patch_size)
     a_prime_raw, b_raw = a_prime, b
     if config.photo:
         progress("refining A′ and B (photo mode)")
@@ -276,31 +311,7 @@ def _run(image_a, image_b, size_a, size_b, config, vgg, progress, on_search=None
                 ) from None
     clock.totals["total"] = time.perf_counter() - t_start
     return AnalogyResult(
-        a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), size_a, size_b, clock.totals, levels,
-        a_prime_raw, b_raw, config.confidence_sigma, nnf_ab.cpu().numpy(), nnf_ba.cpu().numpy(),
+        a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), size_a, size_b, clock.totals,
+        [clock.levels[level.name] for level in levels], a_prime_raw, b_raw, config.confidence_sigma,
+        state.nnf_ab.cpu().numpy(), state.nnf_ba.cpu().numpy(),
     )
-
-
-def _next_level(vgg, config, clock, stats, direction, level, k, struct, appear, nnf):
-    """Features at level-1 for the unknown image on the `struct` side: A′ (direction "ab", struct
-    = A, appearance from B′) or B ("ba", struct = B′, appearance from A).
-
-    The appearance side's level-L map is warped by the NNF (patch voting), deconvolved to level
-    L-1 starting from the structure image's own map `deconv_layers_down` levels below L, as the
-    original does, and fused with the structure's own level L-1 map.
-    """
-    lower = level - config.deconv_layers_down
-    with clock("deconvolution"):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            target = vote(appear[level][0], nnf, k)[None]
-        warped, info = deconvolve(
-            vgg, level, target, struct[lower], config.deconv_layers_down, config.deconv_iterations,
-            config.deconv_history, config.deconv_tolerance,
-        )
-        stats[f"deconv_{direction}_s"] = time.perf_counter() - t0
-        stats[f"deconv_{direction}_loss"] = (info.initial_loss, info.final_loss)
-    with clock("fusion"), torch.no_grad():
-        alpha = config.alphas[5 - level]
-        mask = response_mask(struct[level - 1], config.kappa, config.tau)
-        return fuse(struct[level - 1], warped, alpha, mask)

@@ -48,8 +48,10 @@ sys.path.insert(0, str(ROOT))
 import analogy  # noqa: E402
 from analogy.features import load_vgg  # noqa: E402
 from analogy.nnf import gridness  # noqa: E402
-from analogy.patchmatch import exact_nnf, nnf_cost, patchmatch  # noqa: E402
-from analogy.pipeline import resolve_device, run_analogy  # noqa: E402
+from analogy.kernels import kernels_for, resolve_device  # noqa: E402
+from analogy.patchmatch import exact_nnf  # noqa: E402
+from analogy.pipeline import Search, run_analogy  # noqa: E402
+from analogy.kernels.cpu import CpuKernels  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "images"
 PAIRS = {
@@ -141,9 +143,11 @@ class SearchRecorder:
     def __init__(self) -> None:
         self.problems: Dict[Tuple[str, str], tuple] = {}
 
-    def __call__(self, name, direction, src, dst, start, radius, k, nnf) -> None:
-        if name in QUALITY_LEVELS:
-            self.problems[(name, direction)] = (src, dst, start.clone(), radius, k, nnf.clone())
+    def __call__(self, search: Search) -> None:
+        if search.level.name in QUALITY_LEVELS:
+            self.problems[(search.level.name, search.direction)] = (
+                search.source, search.target, search.start.clone(), search.level.radius, search.level.patch_size,
+                search.nnf.clone())
 
 
 def nnf_quality(recorder: SearchRecorder) -> Dict[str, float]:
@@ -155,7 +159,7 @@ def nnf_quality(recorder: SearchRecorder) -> Dict[str, float]:
         for direction in ("ab", "ba"):
             src, dst, _, _, k, nnf = recorder.problems[(level, direction)]
             src, dst = _to_cpu(src), _to_cpu(dst)
-            pm += float(nnf_cost(src, dst, nnf.cpu(), k).mean())
+            pm += float(CpuKernels().cost(src, dst, nnf.cpu(), k).mean())
             exact += float(exact_nnf(src, dst, k)[1].mean())
         out[level] = pm / exact
     return out
@@ -173,6 +177,7 @@ def kernel_throughput(recorder: SearchRecorder, iterations: int = 10, seed: int 
     take the fastest of five runs, as conv_gflops does.
     """
     src, dst, start, radius, k, nnf = recorder.problems[("relu3_1", "ab")]
+    kernels = kernels_for(src.features.device)
     channels = src.features.shape[-1]
     # Best of `repeats` runs, as for the convolution: the search is deterministic, so every run
     # evaluates the same candidates, and the fastest run is the least disturbed by the machine.
@@ -187,11 +192,11 @@ def kernel_throughput(recorder: SearchRecorder, iterations: int = 10, seed: int 
         evaluations = torch.zeros(src.shape[0], dtype=torch.int64, device=src.features.device)
         sync()
         t0 = time.perf_counter()
-        patchmatch(src, dst, start, k, iterations, radius, seed=seed, evaluations=evaluations)
+        kernels.search(src, dst, start, k, iterations, radius, seed=seed, evaluations=evaluations)
         sync()
         search_time = min(search_time, time.perf_counter() - t0)
         t0 = time.perf_counter()
-        nnf_cost(src, dst, nnf, k)
+        kernels.cost(src, dst, nnf, k)
         sync()
         full_time = min(full_time, time.perf_counter() - t0)
     search_rate = float(evaluations.sum()) / search_time

@@ -1,8 +1,10 @@
-"""The GPU path without a GPU: the CUDA kernels under Numba's CUDA simulator, and device selection.
+"""The GPU path without a GPU: the CUDA kernels under Numba's CUDA simulator, their compilation for
+a real GPU where NVIDIA's numba-cuda is installed, and device selection.
 
 The simulator has to be chosen before numba.cuda is first imported, so the kernels run in a
 subprocess with NUMBA_ENABLE_CUDASIM=1 (tests/cuda_sim_checks.py), once per session, on real VGG19
-maps of real images made here; each test below checks one of its measurements.
+maps of real images made here; each test below checks one of its measurements. The simulator
+checks the kernels' logic; tests/test_gpu.py checks them on a GPU.
 """
 import json
 import os
@@ -43,43 +45,90 @@ def sim(tmp_path_factory, vgg, skyline, starry):
     return results
 
 
+@pytest.mark.slow
 def test_global_search_within_two_percent_of_exact(sim):
-    """relu5_1, searched over the whole map from the identity, as the pipeline's first level."""
+    """relu5_1, searched over the whole map from the identity, as the pipeline's first level (on the
+    first channels of the maps only, see cuda_sim_checks.py): close to the exact NNF, and no
+    worse than the CPU's search of the same problem."""
     assert 1.0 - 1e-4 <= sim["global_ratio"] <= 1.02, sim["global_ratio"]
+    assert sim["global_ratio"] <= sim["global_cpu_ratio"] + 0.02, sim
     assert sim["global_cost_error"] < 1e-3  # the returned costs are those of the returned NNF
     assert sim["evaluations"] > 0
 
 
+@pytest.mark.slow
 def test_search_from_upsampled_start_is_unbounded_and_close_to_exact(sim):
     """relu4_1 from the upsampled relu5_1 NNF with radius 6, as the pipeline searches: the mean
     cost is close to the global exact NNF's, as close as the CPU kernel gets, and matches move
     further from their start than the radius where that is better (nothing clamps them)."""
     assert 1.0 - 1e-4 <= sim["upsampled_start_ratio"] <= 1.05, sim["upsampled_start_ratio"]
-    assert abs(sim["upsampled_start_ratio"] - sim["upsampled_start_cpu_ratio"]) < 0.02, sim
+    assert sim["upsampled_start_ratio"] <= sim["upsampled_start_cpu_ratio"] + 0.02, sim
     assert sim["upsampled_start_max_distance"] > 6
 
 
+@pytest.mark.slow
 def test_same_seed_same_nnf(sim):
     assert sim["same_seed_equal"]
     assert sim["other_seed_differs"]
 
 
+@pytest.mark.slow
 def test_cost_kernel_matches_cpu(sim):
     assert sim["nnf_cost_error"] < 1e-3
 
 
+@pytest.mark.slow
 def test_vote_equals_cpu_vote(sim):
     assert sim["vote_features_equal"] == [True, True]
     assert sim["vote_image_equal"]
 
 
+@pytest.mark.slow
 def test_upsampling_and_resampling_equal_cpu(sim):
     assert sim["upsample_equal"]
     assert sim["resample_equal"]
 
 
+@pytest.mark.slow
 def test_random_samples_are_the_cpu_kernels(sim):
     assert sim["random_samples_equal"]
+
+
+def _nvidia_target():
+    """numba.cuda when it is NVIDIA's numba-cuda with a libNVVM that compiles, else None."""
+    try:
+        from numba import cuda
+
+        if getattr(cuda, "implementation", "") != "NVIDIA":
+            return None
+        cuda.compile_ptx(lambda x: None, "void(int32)", cc=(7, 5))
+        return cuda
+    except Exception:  # noqa: BLE001 - any failure means there is no compiler to test with
+        return None
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or _nvidia_target() is None,
+                    reason="needs NVIDIA's numba-cuda with libNVVM (pip install '.[cuda]'); no GPU needed")
+@pytest.mark.parametrize("cc", [(7, 5), (9, 0)])
+def test_kernels_compile_for_real_gpus(cc):
+    """Every CUDA kernel compiles to PTX for a Turing and a Hopper GPU (without a GPU present),
+    inlining every device function: nothing the simulator would let pass (a Python-only
+    construct, a type the CUDA target lacks) is left in the kernels."""
+    from numba import types
+
+    from analogy.kernels import cuda as kernels
+
+    cuda = _nvidia_target()
+    f3, f2 = types.Array(types.float32, 3, "C"), types.Array(types.float32, 2, "C")
+    i3, counts, i = types.Array(types.int32, 3, "C"), types.Array(types.int64, 1, "C"), types.int64
+    signatures = {
+        "_cost_kernel": ((f3, f2, f3, f2, i3, f2, i), True),
+        "_pass_kernel": ((f3, f2, f3, f2, i3, f2, i3, f2, i, i, i, types.uint64, i, i, counts), True),
+        "_vote_kernel": ((f3, i3, i, f3), False),
+    }
+    for name, (signature, fastmath) in signatures.items():
+        ptx, _ = cuda.compile_ptx(getattr(kernels, name).py_func, signature, cc=cc, fastmath=fastmath)
+        assert ".entry" in ptx and "call.uni" not in ptx, name
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")

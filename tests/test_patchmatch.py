@@ -1,11 +1,16 @@
-"""PatchMatch against the exact brute-force NNF, on real VGG features of real images."""
+"""The CPU kernels' PatchMatch against the exact brute-force NNF, on real VGG features of real
+images (tests/test_gpu.py runs the same checks on the CUDA kernels)."""
 import numba
 import pytest
 import torch
 
+from analogy.kernels.cpu import CpuKernels
 from analogy.nnf import identity_nnf, upsample_nnf
-from analogy.patchmatch import exact_nnf, nnf_cost, patchmatch, prepare
+from analogy.patchmatch import exact_nnf, prepare
 from analogy.pipeline import _resize
+
+KERNELS = CpuKernels()
+patchmatch, nnf_cost = KERNELS.search, KERNELS.cost
 
 
 @pytest.fixture(scope="module")
@@ -15,6 +20,7 @@ def pair_features(vgg, skyline, starry):
     return fa, fb
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", [5, 4, 3])
 def test_global_search_close_to_exact(pair_features, level):
     """relu5_1 is searched globally in the pipeline; here every level is, from the identity."""
@@ -30,6 +36,7 @@ def test_global_search_close_to_exact(pair_features, level):
     assert 1.0 - 1e-4 <= ratio <= {5: 1.02, 4: 1.03, 3: 1.06}[level]
 
 
+@pytest.mark.slow
 def test_pipeline_search_close_to_global_exact(pair_features):
     """As the pipeline searches: relu5_1 over the whole map from the identity, then relu4_1 and
     relu3_1 from the upsampled NNF with random-search radius 6. Each level's mean cost is compared

@@ -9,7 +9,8 @@ import analogy
 from analogy import AnalogyConfig
 from analogy.deconvolution import deconvolve
 from analogy.nnf import gridness
-from analogy.patchmatch import exact_nnf, nnf_cost
+from analogy.kernels.cpu import CpuKernels
+from analogy.patchmatch import exact_nnf
 from analogy.pipeline import _resize, working_size
 
 from .conftest import psnr
@@ -136,18 +137,14 @@ def test_gridness_sees_a_tiled_nnf():
 def test_pipeline_search_close_to_global_exact_from_its_real_start(skyline, starry):
     """The searches the pipeline runs (its fused features, its start: the identity at relu5_1, the
     upsampled NNF below) end close to the global exact NNF of the same features."""
-    problems = {}
-
-    def record(name, direction, src, dst, start, radius, k, nnf):
-        if name in ("relu5_1", "relu4_1", "relu3_1"):
-            problems[(name, direction)] = (src, dst, k, nnf)
-
-    from analogy.pipeline import run_analogy
-
-    run_analogy(skyline, starry, AnalogyConfig(size=128), on_search=record)
+    searches = []
+    analogy.run_analogy(skyline, starry, AnalogyConfig(size=128, device="cpu"), on_search=searches.append)
+    assert [(s.level.name, s.direction) for s in searches] == [(n, d) for n in analogy.LEVEL_NAMES for d in ("ab", "ba")]
     ratios = {}
-    for (name, direction), (src, dst, k, nnf) in problems.items():
-        ratios[f"{name} {direction}"] = float(nnf_cost(src, dst, nnf, k).mean() / exact_nnf(src, dst, k)[1].mean())
+    for s in searches[:6]:  # relu5_1, relu4_1, relu3_1
+        k = s.level.patch_size
+        assert torch.equal(CpuKernels().cost(s.source, s.target, s.nnf, k), s.cost)
+        ratios[f"{s.level.name} {s.direction}"] = float(s.cost.mean() / exact_nnf(s.source, s.target, k)[1].mean())
     print("pipeline PatchMatch / global exact mean cost:", {k: round(v, 4) for k, v in ratios.items()})
     assert len(ratios) == 6
     assert all(1.0 - 1e-4 <= v <= (1.01 if "relu5" in k else 1.05 if "relu4" in k else 1.10) for k, v in ratios.items()), ratios

@@ -1,0 +1,133 @@
+"""PatchMatch device code that the CPU and CUDA kernels share, written once and compiled for each.
+
+`device_functions(jit, at, channels)` compiles these functions with a target's decorator (Numba's
+`njit` for the CPU, `cuda.jit(device=True)` for the GPU) around that target's feature access,
+the only piece that depends on the layout (HWC on the CPU, CHW on the GPU). Each target's kernels are then
+written in its own module (`cpu.py`, `cuda.py`) on top of the functions returned here, so the
+patch cost, the border rule, the random sampling and the propagation candidate are the same code
+on both devices, and the same inputs give the same cost and the same random samples on both.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+
+#: The `limit` that bounds nothing: far above any cost of normalised features, yet finite (a fast-
+#: math compiler may assume there are no infinities).
+NO_LIMIT = np.float32(1e30)
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_FNV = np.uint64(0x100000001B3)
+_U32 = np.uint64(0xFFFFFFFF)
+
+
+def _mix64(h):
+    """splitmix64's finaliser: a bijective 64-bit hash."""
+    h = (h ^ (h >> np.uint64(30))) * _M1
+    h = (h ^ (h >> np.uint64(27))) * _M2
+    return h ^ (h >> np.uint64(31))
+
+
+def _clamp(v, lo, hi):
+    return min(max(v, lo), hi)
+
+
+def _overlap(a, b, half, na, nb):
+    """The offsets d in [-half, half] with a + d inside [0, na) and b + d inside [0, nb), as (lo, hi)."""
+    a, b = np.int64(a), np.int64(b)  # a CPU prange index can be unsigned, and -a must not wrap
+    return max(max(-half, -a), -b), min(min(half, na - 1 - a), nb - 1 - b)
+
+
+def device_functions(jit: Callable, at: Callable, channels: Callable) -> SimpleNamespace:
+    """The shared device functions compiled with `jit`, a decorator that makes an inlined device
+    function of the target, on top of the target's `at(f, y, x, k)`, channel k of map f at (y, x),
+    and `channels(f)`, the number of channels, both already compiled with `jit`. (The channel loop
+    stays here rather than in a target's dot product: the same loop gives the same rounding.)"""
+    mix64, clamp, overlap = jit(_mix64), jit(_clamp), jit(_overlap)
+
+    @jit
+    def random_in(seed, counter, y, x, sample, ylo, yhi, xlo, xhi):
+        """A reproducible (y, x) uniform in [ylo, yhi] × [xlo, xhi], keyed by (seed, counter, y, x, sample)."""
+        h = mix64(np.uint64(seed) * _GOLDEN + np.uint64(counter))
+        h = mix64(h ^ (np.uint64(y) * _FNV + np.uint64(x)))
+        h = mix64(h + np.uint64(sample) * _GOLDEN)
+        ry = np.int64((h & _U32) % np.uint64(yhi - ylo + 1))
+        rx = np.int64((h >> np.uint64(32)) % np.uint64(xhi - xlo + 1))
+        return ylo + ry, xlo + rx
+
+    @jit
+    def patch_cost(fa, na, fb, nb, ay, ax, by, bx, half, limit):
+        """Cost of matching A's patch at (ay, ax) to B's at (by, bx): the mean of
+        ‖a‖² + ‖b‖² − 2a·b = ‖a − b‖² over the patch offsets inside both maps (na, nb are the
+        maps' (H, W) squared norms). Stops early once the mean must exceed `limit`."""
+        ha, wa = na.shape
+        hb, wb = nb.shape
+        c = channels(fa)
+        y0, y1 = overlap(ay, by, half, ha, hb)
+        x0, x1 = overlap(ax, bx, half, wa, wb)
+        count = np.float32((y1 - y0 + 1) * (x1 - x0 + 1))
+        bound = limit * count
+        total = np.float32(0.0)
+        for dy in range(y0, y1 + 1):
+            ya = ay + dy
+            yb = by + dy
+            for dx in range(x0, x1 + 1):
+                xa = ax + dx
+                xb = bx + dx
+                dot = np.float32(0.0)
+                for k in range(c):
+                    dot += at(fa, ya, xa, k) * at(fb, yb, xb, k)
+                total += na[ya, xa] + nb[yb, xb] - np.float32(2.0) * dot
+                if total > bound:
+                    return total / count
+        return total / count
+
+    @jit
+    def try_candidate(fa, na, fb, nb, y, x, cy, cx, half, by, bx, best):
+        """Evaluate candidate (cy, cx) for (y, x) unless it is the current match (by, bx); return
+        the better match, its cost, and the number of patch distances computed (0 or 1)."""
+        if cy == by and cx == bx:
+            return by, bx, best, 0
+        c = patch_cost(fa, na, fb, nb, y, x, cy, cx, half, best)
+        if c < best:
+            return cy, cx, c, 1
+        return by, bx, best, 1
+
+    @jit
+    def try_neighbour(fa, na, fb, nb, nnf, y, x, dy, dx, half, by, bx, best):
+        """Propagation: try the match of neighbour (y + dy, x + dx), moved back by that offset and
+        clipped to B (a neighbour outside A gives nothing)."""
+        ha, wa = na.shape
+        hb, wb = nb.shape
+        ny = y + dy
+        nx = x + dx
+        if 0 <= ny < ha and 0 <= nx < wa:
+            cy = clamp(np.int64(nnf[ny, nx, 0]) - dy, 0, hb - 1)
+            cx = clamp(np.int64(nnf[ny, nx, 1]) - dx, 0, wb - 1)
+            return try_candidate(fa, na, fb, nb, y, x, cy, cx, half, by, bx, best)
+        return by, bx, best, 0
+
+    @jit
+    def random_search(fa, na, fb, nb, y, x, half, radius, samples, seed, counter, by, bx, best):
+        """Random search: `samples` candidates in each window of radius `radius`, `radius`/2, … 1
+        around the running best match, clipped to B. Returns (by, bx, best, distances computed)."""
+        hb, wb = nb.shape
+        n = 0
+        r = radius
+        sample = 0
+        while r >= 1:
+            for _ in range(samples):
+                cy, cx = random_in(seed, counter, y, x, sample, max(by - r, 0), min(by + r, hb - 1),
+                                   max(bx - r, 0), min(bx + r, wb - 1))
+                by, bx, best, tried = try_candidate(fa, na, fb, nb, y, x, cy, cx, half, by, bx, best)
+                n += tried
+                sample += 1
+            r //= 2
+        return by, bx, best, n
+
+    return SimpleNamespace(random_in=random_in, patch_cost=patch_cost, try_candidate=try_candidate,
+                           try_neighbour=try_neighbour, random_search=random_search)

@@ -1,0 +1,150 @@
+"""The CPU kernels: PatchMatch as parallel Numba loops; voting and NNF resampling in plain torch.
+
+Layout: features are (H, W, C) float32, C-contiguous, so the inner loop over channels is a
+contiguous dot product that vectorises.
+
+Determinism: rows are grouped into fixed bands; even bands are searched in parallel, then odd
+ones. Within a band PatchMatch runs in scan order, as in the serial algorithm (propagation from
+the left and upper neighbours on even iterations, from the right and lower ones on odd
+iterations); a band's edge rows read their outside neighbours from bands of the other colour,
+which are not written at that time. Random samples come from a counter-based hash of
+(seed, iteration, position, sample), so nothing depends on thread scheduling or on the number
+of threads.
+
+Numba caches the compiled kernels on disk, keyed on this file: after editing `common.py`, touch
+this file (or delete its `__pycache__`) so that the kernels are rebuilt.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager, Optional, Tuple
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from .. import nnf as torch_nnf
+from .common import NO_LIMIT, device_functions
+
+#: LLVM's fast-math flags minus "no infs" and "no NaNs": reassociation lets the channel loop
+#: vectorise, while LLVM may not assume away the IEEE meaning of comparisons.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+def _jit(f):
+    return njit(inline="always", fastmath=FASTMATH)(f)
+
+
+@_jit
+def _at(f, y, x, k):
+    """Channel k of the (H, W, C) map f at (y, x)."""
+    return f[y, x, k]
+
+
+@_jit
+def _channels(f):
+    return f.shape[2]
+
+
+_device = device_functions(_jit, _at, _channels)
+_patch_cost = _device.patch_cost
+_try_neighbour = _device.try_neighbour
+_random_search = _device.random_search
+#: The random samples of the search, exposed to check that the GPU draws the same ones.
+random_in = _device.random_in
+
+
+@_jit
+def _improve(fa, na, fb, nb, nnf, cost, half, radius, samples, seed, it, y, x, step, counts):
+    """One PatchMatch step at (y, x): propagation from the two neighbours `step` behind, then the
+    random search around the running best match."""
+    by = np.int64(nnf[y, x, 0])
+    bx = np.int64(nnf[y, x, 1])
+    best = cost[y, x]
+    by, bx, best, n_left = _try_neighbour(fa, na, fb, nb, nnf, y, x, 0, -step, half, by, bx, best)
+    by, bx, best, n_up = _try_neighbour(fa, na, fb, nb, nnf, y, x, -step, 0, half, by, bx, best)
+    by, bx, best, n_random = _random_search(fa, na, fb, nb, y, x, half, radius, samples, seed, it, by, bx, best)
+    counts[y] += n_left + n_up + n_random
+    nnf[y, x, 0] = by
+    nnf[y, x, 1] = bx
+    cost[y, x] = best
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def search_arrays(fa, na, fb, nb, nnf, cost, half, iterations, radius, samples, seed, band_height, counts):
+    """PatchMatch from A (fa, na) to B (fb, nb) on numpy arrays, improving `nnf` in place and
+    filling `cost`. `counts[y]` is increased by the number of patch distances evaluated for row y
+    (each row is written by one thread at a time, so the count is exact)."""
+    ha, wa = na.shape
+    for y in prange(ha):
+        for x in range(wa):
+            cost[y, x] = _patch_cost(fa, na, fb, nb, y, x, nnf[y, x, 0], nnf[y, x, 1], half, NO_LIMIT)
+            counts[y] += 1
+    bands = (ha + band_height - 1) // band_height
+    for it in range(iterations):
+        reverse = it % 2 == 1
+        step = -1 if reverse else 1
+        for colour in range(2):
+            for j in prange((bands - colour + 1) // 2):
+                y0 = (2 * j + colour) * band_height
+                y1 = min(y0 + band_height, ha)
+                for i in range(y1 - y0):
+                    y = y1 - 1 - i if reverse else y0 + i
+                    for k in range(wa):
+                        x = wa - 1 - k if reverse else k
+                        _improve(fa, na, fb, nb, nnf, cost, half, radius, samples, seed, it, y, x, step, counts)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def cost_arrays(fa, na, fb, nb, nnf, half):
+    """The exact patch cost of every match of `nnf`, as an (H_A, W_A) float32 array."""
+    ha, wa = na.shape
+    out = np.empty((ha, wa), dtype=np.float32)
+    for y in prange(ha):
+        for x in range(wa):
+            out[y, x] = _patch_cost(fa, na, fb, nb, y, x, nnf[y, x, 0], nnf[y, x, 1], half, NO_LIMIT)
+    return out
+
+
+class CpuKernels:
+    """The kernel interface (see `analogy.kernels.Kernels`) on CPU tensors."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, band_height: int = 4) -> None:
+        """`band_height`: rows per band of the parallel search (a fixed partition of the image, so
+        results do not depend on the number of cores)."""
+        self.band_height = int(band_height)
+
+    def search(self, a, b, init: torch.Tensor, patch_size: int, iterations: int, radius: Optional[int] = None,
+               seed: int = 0, samples: int = 1,
+               evaluations: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        radius = radius if radius is not None else max(b.shape)
+        nnf = init.to(torch.int32).clone().contiguous()
+        cost = torch.empty(a.shape, dtype=torch.float32)
+        if evaluations is None:
+            evaluations = torch.zeros(a.shape[0], dtype=torch.int64)
+        search_arrays(
+            a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(), nnf.numpy(),
+            cost.numpy(), patch_size // 2, int(iterations), int(radius), int(samples), int(seed),
+            self.band_height, evaluations.numpy(),
+        )
+        return nnf, cost
+
+    def cost(self, a, b, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
+        return torch.from_numpy(cost_arrays(
+            a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(),
+            nnf.to(torch.int32).contiguous().numpy(), patch_size // 2,
+        ))
+
+    def vote(self, source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
+        return torch_nnf.vote(source, nnf, patch_size)
+
+    def resample_nnf(self, nnf: torch.Tensor, shape_b, new_shape_a, new_shape_b) -> torch.Tensor:
+        return torch_nnf.resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        return isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+
+    def deterministic(self) -> ContextManager[None]:
+        return contextlib.nullcontext()  # torch's CPU kernels are deterministic for a thread count

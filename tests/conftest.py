@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import functools
+import os
+
 import numpy as np
 import pytest
 
-from analogy import AnalogyConfig, load_image
+from analogy import AnalogyConfig, DeviceError, load_image
 from analogy.features import load_vgg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +23,33 @@ def image_path(name: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"test image {path} is missing: the tests need the images shipped in examples/")
     return path
+
+
+@functools.lru_cache(maxsize=None)
+def no_gpu_reason() -> str:
+    """Why the `gpu` tests cannot run here ("" when they can)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return "NUMBA_ENABLE_CUDASIM=1 runs the CUDA kernels in the simulator, not on a GPU"
+    import torch
+
+    from analogy.kernels import resolve_device
+
+    if not torch.cuda.is_available():
+        return "no CUDA device (torch.cuda.is_available() is False)"
+    try:
+        resolve_device("cuda")
+    except DeviceError as exc:
+        return str(exc)
+    return ""
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests run where the CUDA kernels run on a GPU, and are skipped with the reason elsewhere."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items and no_gpu_reason():
+        skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {no_gpu_reason()}")
+        for item in gpu_items:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

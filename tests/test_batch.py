@@ -72,6 +72,7 @@ def test_folder_batch_reports_the_corrupt_file_and_writes_the_rest(folders, tmp_
     assert (single / "B.png").read_bytes() == (out / "face__starry" / "B.png").read_bytes()
 
 
+@pytest.mark.slow
 def test_killed_batch_leaves_no_partial_image_and_resume_finishes_it(folders, tmp_path, skyline):
     content, style = folders
     _save(content / "dusk.png", skyline[100:250, 100:300])
@@ -103,6 +104,7 @@ def test_killed_batch_leaves_no_partial_image_and_resume_finishes_it(folders, tm
     assert not list(out.rglob("*.part"))
 
 
+@pytest.mark.slow
 def test_jobs_two_gives_the_same_bytes_as_one(folders, tmp_path):
     content, style = folders
     one, two = tmp_path / "one", tmp_path / "two"

@@ -166,3 +166,32 @@ def test_bad_option_values(pair, tmp_path):
     _assert_one_line_error(res, "at least 48")
     res = _run(a, b, "-o", tmp_path / "o", "--weights", "/no/such/weights.pth", "--size", "64")
     _assert_one_line_error(res, "weights")
+
+
+def test_mistyped_subcommand_names_the_commands(pair, tmp_path):
+    """`analogy bacth …` is not taken for an image path: it says there is no such command."""
+    res = CliRunner().invoke(main, ["bacth", "--content", "x", "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "No such command 'bacth'" in res.output and "Did you mean 'batch'" in res.output
+    assert "run, batch" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_device_takes_a_gpu_index(pair, tmp_path):
+    """--device cuda:N is accepted as the API accepts it (without a GPU, it fails as cuda does);
+    anything else is refused by the option itself."""
+    a, b = pair
+    res = _run(a, b, "-o", tmp_path / "o", "--device", "cuda:x")
+    assert res.exit_code == 2 and "cuda:N" in res.output
+    res = _run(a, b, "-o", tmp_path / "o", "--device", "cuda:1", "--size", "64")
+    if torch_cuda_available():
+        assert res.exit_code == 0 or "cuda" in res.output.lower()
+    else:
+        _assert_one_line_error(res, "no CUDA device")
+    assert "invalid value" not in res.output.lower()
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

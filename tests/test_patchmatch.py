@@ -20,7 +20,6 @@ def pair_features(vgg, skyline, starry):
     return fa, fb
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("level", [5, 4, 3])
 def test_global_search_close_to_exact(pair_features, level):
     """relu5_1 is searched globally in the pipeline; here every level is, from the identity."""
@@ -36,7 +35,6 @@ def test_global_search_close_to_exact(pair_features, level):
     assert 1.0 - 1e-4 <= ratio <= {5: 1.02, 4: 1.03, 3: 1.06}[level]
 
 
-@pytest.mark.slow
 def test_pipeline_search_close_to_global_exact(pair_features):
     """As the pipeline searches: relu5_1 over the whole map from the identity, then relu4_1 and
     relu3_1 from the upsampled NNF with random-search radius 6. Each level's mean cost is compared

@@ -40,6 +40,7 @@ def _fraction_recovered(nnf, dy, dx, border=16):
     return float((err[border:-border, border:-border] <= 1).mean())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grey", [False, True], ids=["colour", "grayscale-appearance"])
 def test_known_shift_is_recovered_at_output_resolution(starry, grey):
     """B′ = a textured crop of A moved by (5, 7) px, analysed at the crop's own resolution.
@@ -109,6 +110,7 @@ def quick_start_result():
     return analogy.analogy(EXAMPLES / "skyline.jpg", EXAMPLES / "starry_night.jpg")
 
 
+@pytest.mark.slow
 def test_results_are_not_tiled_on_the_relu5_1_grid(quick_start_result):
     """The finest NNFs' discontinuities do not prefer the relu5_1 grid lines (every 16 working
     px): gridness ≤ 1.2 both ways. A search bound to the coarse decision gave 1.4–1.8."""

@@ -1,16 +1,15 @@
 """PatchMatch device code that the CPU and CUDA kernels share, written once and compiled for each.
 
-`device_functions(jit, at, channels)` compiles these functions with a target's decorator (Numba's
-`njit` for the CPU, `cuda.jit(device=True)` for the GPU) around that target's feature access,
-the only piece that depends on the layout (HWC on the CPU, CHW on the GPU). Each target's kernels are then
+`device_functions(jit, layout)` compiles these functions with a target's decorator (Numba's `njit`
+for the CPU, `cuda.jit(device=True)` for the GPU) for that target's feature layout (HWC on the
+CPU, CHW on the GPU), the only thing that differs between them. Each target's kernels are then
 written in its own module (`cpu.py`, `cuda.py`) on top of the functions returned here, so the
 patch cost, the border rule, the random sampling and the propagation candidate are the same code
 on both devices, and the same inputs give the same cost and the same random samples on both.
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -42,12 +41,42 @@ def _overlap(a, b, half, na, nb):
     return max(max(-half, -a), -b), min(min(half, na - 1 - a), nb - 1 - b)
 
 
-def device_functions(jit: Callable, at: Callable, channels: Callable) -> SimpleNamespace:
+def _at_hwc(f, y, x, k):
+    return f[y, x, k]
+
+
+def _at_chw(f, y, x, k):
+    return f[k, y, x]
+
+
+def _channels_hwc(f):
+    return f.shape[2]
+
+
+def _channels_chw(f):
+    return f.shape[0]
+
+
+#: Per layout of the feature maps: channel k of map f at (y, x), and the number of channels.
+_ACCESS = {"HWC": (_at_hwc, _channels_hwc), "CHW": (_at_chw, _channels_chw)}
+
+
+class DeviceFunctions(NamedTuple):
+    """The shared device functions, compiled for one target (see `device_functions`)."""
+
+    random_in: Callable
+    patch_cost: Callable
+    try_neighbour: Callable
+    random_search: Callable
+
+
+def device_functions(jit: Callable, layout: str) -> DeviceFunctions:
     """The shared device functions compiled with `jit`, a decorator that makes an inlined device
-    function of the target, on top of the target's `at(f, y, x, k)`, channel k of map f at (y, x),
-    and `channels(f)`, the number of channels, both already compiled with `jit`. (The channel loop
-    stays here rather than in a target's dot product: the same loop gives the same rounding.)"""
+    function of the target, for (H, W, C) feature maps (`layout` "HWC") or (C, H, W) ones ("CHW").
+    The patch cost's channel loop is written here, around the layout's element access, rather
+    than left to a target's dot product: one loop, one rounding, on every target."""
     mix64, clamp, overlap = jit(_mix64), jit(_clamp), jit(_overlap)
+    at, channels = (jit(f) for f in _ACCESS[layout])
 
     @jit
     def random_in(seed, counter, y, x, sample, ylo, yhi, xlo, xhi):
@@ -129,5 +158,4 @@ def device_functions(jit: Callable, at: Callable, channels: Callable) -> SimpleN
             r //= 2
         return by, bx, best, n
 
-    return SimpleNamespace(random_in=random_in, patch_cost=patch_cost, try_candidate=try_candidate,
-                           try_neighbour=try_neighbour, random_search=random_search)
+    return DeviceFunctions(random_in, patch_cost, try_neighbour, random_search)

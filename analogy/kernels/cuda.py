@@ -52,23 +52,8 @@ def _jit(f):
     return cuda.jit(device=True, inline=True)(f)
 
 
-@_jit
-def _at(f, y, x, k):
-    """Channel k of the (C, H, W) map f at (y, x)."""
-    return f[k, y, x]
-
-
-@_jit
-def _channels(f):
-    return f.shape[0]
-
-
-_device = device_functions(_jit, _at, _channels)
-_patch_cost = _device.patch_cost
-_try_neighbour = _device.try_neighbour
-_random_search = _device.random_search
-#: The random samples of the search, exposed to check that they are the CPU's.
-random_in = _device.random_in
+#: `random_in` is exposed to check that both targets draw the same random samples.
+random_in, _patch_cost, _try_neighbour, _random_search = device_functions(_jit, "CHW")
 
 
 # --------------------------------------------------------------------------- kernels

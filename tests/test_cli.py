@@ -195,3 +195,14 @@ def torch_cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_installed_package_is_complete(tmp_path):
+    """Outside the clone, the installed package has every module (a subpackage missing from the
+    build configuration would only show here, or on a user's machine)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import analogy, analogy.kernels.cpu, analogy.kernels.cuda, analogy.runner, cli; "
+                               "print(analogy.__file__)"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -94,6 +94,10 @@ class AnalogyConfig:
             default: it costs about two thirds as much and the results look alike (README).
         deconv_history: L-BFGS history size (4 in the original).
         deconv_tolerance: stop when an iteration improves the loss by less than this fraction.
+        deconv_precision: "float32", "bfloat16" (the sub-network's convolutions in bfloat16; the
+            variable, loss and L-BFGS stay float32) or "auto": bfloat16 where the device computes
+            it natively (a CPU with AVX512-BF16 or AMX), else float32. bfloat16 about halves the
+            deconvolution's time there, at the same final errors (README, benchmark).
     Reconstruction:
         final_patch_size: patch side of the vote that makes A′ and B at output resolution.
     Photo mode (see analogy/refinement.py):
@@ -131,6 +135,7 @@ class AnalogyConfig:
     deconv_layers_down: int = 1
     deconv_history: int = 4
     deconv_tolerance: float = 1e-3
+    deconv_precision: str = "auto"
 
     final_patch_size: int = 3
 
@@ -183,6 +188,8 @@ class AnalogyConfig:
                self.deconv_history)
         _check(_is_number(self.deconv_tolerance) and self.deconv_tolerance >= 0, "deconv_tolerance",
                "a number ≥ 0", self.deconv_tolerance)
+        _check(self.deconv_precision in ("auto", "float32", "bfloat16"), "deconv_precision",
+               "auto, float32 or bfloat16", self.deconv_precision)
         _check(isinstance(self.photo, bool), "photo", "True or False", self.photo)
         for name in ("wls_lambda", "wls_alpha", "wls_eps", "confidence_sigma"):
             _check(_is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a number > 0",

@@ -13,7 +13,7 @@ errors per level are in `AnalogyResult.levels` (and the benchmark's JSON).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -38,11 +38,14 @@ def deconvolve(
     iterations: int = 20,
     history: int = 4,
     tolerance: float = 1e-4,
+    bfloat16: bool = False,
 ) -> tuple[torch.Tensor, DeconvInfo]:
     """Features R at level `level − 1` with CNN(R) ≈ `target` (a 1×C×H×W map at `level`).
 
     `init` is the starting point at level `level − layers_down` (the image when that is 0).
-    Returns R (non-negative, as a relu output is) and a DeconvInfo.
+    With `bfloat16`, the sub-network's convolutions run in bfloat16 (torch's autocast) while the
+    variable, the loss and the L-BFGS stay in float32. Returns R (non-negative, as a relu output
+    is) and a DeconvInfo.
     """
     lower = level - layers_down
     to_fused = vgg.sub_network(lower, level - 1) if layers_down == 2 else None
@@ -53,40 +56,64 @@ def deconvolve(
     def features(x: torch.Tensor) -> torch.Tensor:
         return to_fused(x) if to_fused is not None else torch.relu(x)
 
+    # In bfloat16, everything runs channels-last, oneDNN's fast layout for its convolutions and
+    # pooling: the sub-network from bfloat16 (what its first convolution would cast to anyway),
+    # and the variable and the L-BFGS vectors, which stay float32.
+    layout = torch.channels_last if bfloat16 else torch.contiguous_format
+
+    goal = target.contiguous(memory_format=layout)
+
     def loss_of(x: torch.Tensor) -> torch.Tensor:
-        return _total((upper(features(x)) - target).pow(2)) / target.numel()
+        if bfloat16:  # bfloat16 output − float32 goal is computed in float32, without a cast copy
+            return _total((upper(features(x.to(torch.bfloat16))) - goal).pow(2)) / target.numel()
+        return _total((upper(features(x)) - goal).pow(2)) / target.numel()
 
     def evaluate(x: torch.Tensor) -> Tuple[float, torch.Tensor]:
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bfloat16):
             x = x.detach().requires_grad_(True)
             loss = loss_of(x)
             (grad,) = torch.autograd.grad(loss, x)
-        return float(loss.detach()), grad
+        return float(loss.detach()), grad.contiguous(memory_format=layout)
 
-    x = init.detach().clone()
+    # The L-BFGS vectors live in a few buffers reused across iterations: a fresh allocation of a
+    # large map costs more (page faults) than the arithmetic on it.
+    free: List[torch.Tensor] = []
+
+    def take() -> torch.Tensor:
+        return free.pop() if free else torch.empty_like(x)
+
+    def give(*tensors: torch.Tensor) -> None:
+        free.extend(tensors)
+
+    x = init.detach().clone(memory_format=layout)
+    scratch, direction = torch.empty_like(x), torch.empty_like(x)
     loss, grad = evaluate(x)
     evaluations = 1
     losses = [loss]
     pairs: List[Tuple[torch.Tensor, torch.Tensor, float]] = []  # (s, y, 1 / y·s), oldest first
     scale = 1.0  # s·y / y·y of the newest pair: the initial inverse Hessian
+    solved = _SOLVED_BFLOAT16 if bfloat16 else _SOLVED
     with torch.no_grad():
         for _ in range(iterations):
-            if loss * relative < _SOLVED:
+            if loss * relative < solved:
                 break  # the start already reproduces the target (e.g. an image with itself)
-            direction = _lbfgs_direction(grad, pairs, scale)
-            slope = _dot(grad, direction)
+            _lbfgs_direction(grad, pairs, scale, direction, scratch)
+            slope = _dot(grad, direction, scratch)
             if not slope < 0:  # not a descent direction (lost curvature): restart from the gradient
+                for old_s, old_y, _ in pairs:
+                    give(old_s, old_y)
                 pairs.clear()
-                direction = _lbfgs_direction(grad, pairs, scale)
-                slope = _dot(grad, direction)
+                _lbfgs_direction(grad, pairs, scale, direction, scratch)
+                slope = _dot(grad, direction, scratch)
             if not pairs:
                 # No curvature yet: a Polyak step, the step that would reach zero loss if the loss
                 # were linear; the backtracking below shortens it as needed.
                 direction.mul_(loss / max(-slope, 1e-30))
                 slope = -loss
             step = 1.0
+            candidate = take()
             for _ in range(_BACKTRACKS + 1):
-                candidate = x + step * direction
+                torch.mul(direction, step, out=candidate).add_(x)  # x + step · direction
                 new_loss, new_grad = evaluate(candidate)
                 evaluations += 1
                 if new_loss <= loss + _ARMIJO * step * slope:
@@ -97,54 +124,65 @@ def deconvolve(
             else:
                 break  # no decrease along this direction: x is as good as it gets here
             s = candidate.sub_(x)
-            y = new_grad - grad
-            ys = _dot(y, s)
-            yy = _dot(y, y)
+            y = torch.sub(new_grad, grad, out=take())
+            ys = _dot(y, s, scratch)
+            yy = _dot(y, y, scratch)
+            x.add_(s)
             if ys > 1e-12 * yy:
                 pairs.append((s, y, 1.0 / ys))
-                del pairs[:-history]
+                while len(pairs) > history:
+                    old_s, old_y, _ = pairs.pop(0)
+                    give(old_s, old_y)
                 scale = ys / yy
-            x.add_(s)
+            else:
+                give(s, y)
             loss, grad = new_loss, new_grad
             losses.append(loss)
             if losses[-2] - losses[-1] < tolerance * losses[-2]:
                 break
-        result = features(x)
+        result = features(x).contiguous()
     return result, DeconvInfo(losses[0] * relative, loss * relative, evaluations)
 
 
 def _total(x: torch.Tensor) -> torch.Tensor:
-    """Σ x (a 1×C×H×W map) in an order that does not depend on the number of threads: torch
-    reduces each channel's row in one thread, then the C row sums serially. (A plain sum or
-    dot splits the work by thread, so its rounding, and with it the whole optimisation path,
-    would change with the thread count.)"""
-    return x.reshape(x.shape[0] * x.shape[1], -1).sum(dim=1).sum()
+    """Σ x (an N×C×H×W map) in an order that does not depend on the number of threads: torch
+    reduces each row of memory in one thread (a channel's map; in channels-last memory, an
+    image row's pixels), then the row sums serially. (A plain sum or dot splits the work by
+    thread, so its rounding, and with it the whole optimisation path, would change with the
+    thread count.)"""
+    if x.is_contiguous():
+        return x.reshape(x.shape[0] * x.shape[1], -1).sum(dim=1).sum()
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0] * x.shape[2], -1).sum(dim=1).sum()
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(_total(a * b))
+def _dot(a: torch.Tensor, b: torch.Tensor, scratch: Optional[torch.Tensor] = None) -> float:
+    """a · b, through `scratch` (a tensor of their shape) when given rather than a new product."""
+    return float(_total(torch.mul(a, b, out=scratch) if scratch is not None else a * b))
 
 
-#: Relative squared error below which the target counts as reproduced.
+#: Relative squared error below which the target counts as reproduced: in float32, and with the
+#: sub-network in bfloat16, whose rounding alone leaves about 1e-5.
 _SOLVED = 1e-6
+_SOLVED_BFLOAT16 = 1e-4
 #: Sufficient-decrease constant of the backtracking line search, and how often it may shorten a step.
 _ARMIJO = 1e-4
 _BACKTRACKS = 3
 
 
 def _lbfgs_direction(grad: torch.Tensor, pairs: List[Tuple[torch.Tensor, torch.Tensor, float]],
-                     scale: float) -> torch.Tensor:
-    """−H·grad by L-BFGS's two-loop recursion over the stored (s, y, 1/y·s) pairs (Nocedal & Wright,
-    Algorithm 7.4), the initial inverse Hessian being `scale` (s·y / y·y of the newest pair)."""
-    q = grad.neg()
+                     scale: float, q: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """q = −H·grad by L-BFGS's two-loop recursion over the stored (s, y, 1/y·s) pairs (Nocedal &
+    Wright, Algorithm 7.4), the initial inverse Hessian being `scale` (s·y / y·y of the newest
+    pair). `q` and `scratch` are buffers of grad's shape."""
+    torch.neg(grad, out=q)
     alphas = []
     for s, y, rho in reversed(pairs):
-        alpha = rho * _dot(s, q)
+        alpha = rho * _dot(s, q, scratch)
         q.sub_(y, alpha=alpha)
         alphas.append(alpha)
     if pairs:
         q.mul_(scale)
     for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
-        beta = rho * _dot(y, q)
+        beta = rho * _dot(y, q, scratch)
         q.add_(s, alpha=alpha - beta)
     return q

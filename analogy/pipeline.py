@@ -191,6 +191,11 @@ def _features(vgg: VGG19Features, image: np.ndarray, size: Shape, cache: Optiona
     return compute() if cache is None or key is None else cache.get((key, size), compute)
 
 
+def deconv_in_bfloat16(config: AnalogyConfig, kernels: Kernels) -> bool:
+    """Whether the deconvolution's convolutions run in bfloat16 (see AnalogyConfig.deconv_precision)."""
+    return config.deconv_precision == "bfloat16" or (config.deconv_precision == "auto" and kernels.native_bfloat16)
+
+
 @dataclass(frozen=True)
 class LevelState:
     """What one level's step starts from: the features of the two unknown images at that level,
@@ -213,6 +218,7 @@ class _Pyramid:
         self.config, self.vgg, self.kernels = config, vgg, kernels
         self.fa, self.fb = fa, fb
         self.clock, self.on_search = clock, on_search
+        self.bfloat16 = deconv_in_bfloat16(config, kernels)
 
     def start(self, top: Level) -> LevelState:
         fa, fb = self.fa[top.layer], self.fb[top.layer]
@@ -261,8 +267,10 @@ class _Pyramid:
             deconvolved, info = deconvolve(
                 self.vgg, level.layer, warped, structure[level.layer - config.deconv_layers_down],
                 config.deconv_layers_down, config.deconv_iterations, config.deconv_history, config.deconv_tolerance,
+                self.bfloat16,
             )
         self.clock.note(level.name, f"deconv_{direction}_loss", (info.initial_loss, info.final_loss))
+        self.clock.note(level.name, f"deconv_{direction}_evaluations", info.evaluations)
         with self.clock("fusion"):
             own = structure[below.layer]
             return fuse(own, deconvolved, below.alpha, response_mask(own, config.kappa, config.tau))

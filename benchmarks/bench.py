@@ -50,7 +50,7 @@ from analogy.features import load_vgg  # noqa: E402
 from analogy.nnf import gridness  # noqa: E402
 from analogy.kernels import kernels_for, resolve_device  # noqa: E402
 from analogy.patchmatch import exact_nnf  # noqa: E402
-from analogy.pipeline import Search, run_analogy  # noqa: E402
+from analogy.pipeline import Search, deconv_in_bfloat16, run_analogy  # noqa: E402
 from analogy.kernels.cpu import CpuKernels  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "images"
@@ -119,10 +119,14 @@ def psnr(x: np.ndarray, y: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def conv_gflops(device: torch.device, repeats: int = 5) -> float:
-    """GFLOP/s of torch's 3×3 convolution at a relu3_1-like shape (256→256 channels, 56×56)."""
+def conv_gflops(device: torch.device, repeats: int = 5, bfloat16: bool = False) -> float:
+    """GFLOP/s of torch's 3×3 convolution at a relu3_1-like shape (256→256 channels, 56×56), in
+    float32 or, with `bfloat16`, as the deconvolution runs it then (bfloat16, channels-last)."""
     conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(device)
     x = torch.randn(1, 256, 56, 56, device=device)
+    if bfloat16:
+        conv = conv.to(torch.bfloat16, memory_format=torch.channels_last)
+        x = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
     flops = 2 * 256 * 256 * 9 * 56 * 56
     times = []
     with torch.inference_mode():
@@ -135,6 +139,30 @@ def conv_gflops(device: torch.device, repeats: int = 5) -> float:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
     return flops / min(times[1:]) / 1e9
+
+
+def deconv_flops(vgg, level: int, layers_down: int, working: Tuple[int, int], evaluations: int) -> float:
+    """Convolution FLOPs of one deconvolution from `level` (a working image of size `working`):
+    every evaluation of the loss is a forward pass of the sub-network and a backward pass for the
+    input's gradient (as many FLOPs again; no weight gradients), plus one last forward pass of the
+    layers below relu(level-1)_1 when the variable sits two levels down."""
+    lower = level - layers_down
+    scale = 2 ** max(lower - 1, 0)
+    h, w = working[0] // scale, working[1] // scale
+
+    def forward(modules) -> float:
+        nonlocal h, w
+        total = 0.0
+        for m in modules:
+            if isinstance(m, torch.nn.Conv2d):
+                total += 2.0 * m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * h * w
+            elif isinstance(m, torch.nn.MaxPool2d):
+                h, w = h // 2, w // 2
+        return total
+
+    below = forward(vgg.sub_network(lower, level - 1)) if layers_down == 2 else 0.0
+    upper = forward(vgg.sub_network(level - 1, level))
+    return evaluations * 2.0 * (below + upper) + below
 
 
 class SearchRecorder:
@@ -232,6 +260,13 @@ def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.d
     }
     if device.type == "cuda":
         row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    flops = 0.0
+    for lv, level in zip(result.levels, range(5, 1, -1)):
+        for direction, working in (("ab", result.working_size_a), ("ba", result.working_size_b)):
+            flops += deconv_flops(vgg, level, config.deconv_layers_down, working, lv[f"deconv_{direction}_evaluations"])
+    row["deconv_precision"] = "bfloat16" if deconv_in_bfloat16(config, kernels_for(device)) else "float32"
+    row["deconv_gflop"] = flops / 1e9
+    row["deconv_gflops"] = flops / 1e9 / result.timings["deconvolution"]
     for direction in ("ab", "ba"):
         g, rate = gridness(torch.from_numpy(getattr(result, f"working_nnf_{direction}")))
         row[f"gridness_{direction}"], row[f"discontinuity_rate_{direction}"] = g, rate
@@ -255,10 +290,19 @@ def print_row(row: Dict, conv: float) -> None:
     if "peak_gpu_mb" in row:
         mem += f", peak GPU {row['peak_gpu_mb']:.0f} MB"
     print(mem)
-    print("   level     PM a→b   PM b→a   deconv (both)")
+    limit = conv[row["deconv_precision"]]
+    print(f"   deconvolution in {row['deconv_precision']}: {row['deconv_gflop']:.0f} GFLOP of convolution at "
+          f"{row['deconv_gflops']:.0f} GFLOP/s ({row['deconv_gflops'] / limit:.0%} of torch's {row['deconv_precision']} "
+          f"convolution, {limit:.0f} GFLOP/s, in this run)")
+    print("   level     PM a→b   PM b→a   deconv (both)  evaluations  relative error a→b, b→a (start → end)")
     for lv in row["levels"]:
         deconv = lv.get("deconv_ab_s", 0.0) + lv.get("deconv_ba_s", 0.0)
-        print(f"   {lv['level']:8s} {lv['patchmatch_ab_s']:7.3f}  {lv['patchmatch_ba_s']:7.3f}  {deconv:8.3f}")
+        line = f"   {lv['level']:8s} {lv['patchmatch_ab_s']:7.3f}  {lv['patchmatch_ba_s']:7.3f}  {deconv:8.3f}"
+        if "deconv_ab_loss" in lv:
+            (a0, a1), (b0, b1) = lv["deconv_ab_loss"], lv["deconv_ba_loss"]
+            line += (f"       {lv['deconv_ab_evaluations']:3d} {lv['deconv_ba_evaluations']:3d}    "
+                     f"{a0:.3f} → {a1:.3f}, {b0:.3f} → {b1:.3f}")
+        print(line)
     print(f"   gridness a→b {row['gridness_ab']:.2f}, b→a {row['gridness_ba']:.2f}; discontinuity rate "
           f"a→b {row['discontinuity_rate_ab']:.3f}, b→a {row['discontinuity_rate_ba']:.3f}")
     if "nnf_quality" in row:
@@ -268,8 +312,9 @@ def print_row(row: Dict, conv: float) -> None:
         kr = row["kernel"]
         print(f"   PatchMatch kernel (relu3_1, C={kr['channels']}, k={kr['patch']}): search "
               f"{kr['search_evals_per_s'] / 1e6:.2f} M evals/s = {kr['search_gflops']:.1f} GFLOP/s "
-              f"({kr['search_gflops'] / conv:.0%} of conv); full distances {kr['full_evals_per_s'] / 1e6:.2f} M/s "
-              f"= {kr['full_gflops']:.1f} GFLOP/s ({kr['full_gflops'] / conv:.0%} of conv)")
+              f"({kr['search_gflops'] / conv['float32']:.0%} of float32 conv); full distances "
+              f"{kr['full_evals_per_s'] / 1e6:.2f} M/s = {kr['full_gflops']:.1f} GFLOP/s "
+              f"({kr['full_gflops'] / conv['float32']:.0%} of float32 conv)")
     if "identity_psnr_db" in row:
         p = row["identity_psnr_db"]
         print(f"   identity PSNR: A′ {p['a_prime']:.2f} dB, B {p['b']:.2f} dB")
@@ -309,8 +354,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         run_analogy(resize_input(a, min(args.sizes), args.keep_aspect), resize_input(b, min(args.sizes), args.keep_aspect),
                     warm, vgg)
         if conv is None:
-            conv = conv_gflops(device)
-            print(f"torch conv2d 3×3 256→256 @56×56: {conv:.1f} GFLOP/s")
+            bf16 = deconv_in_bfloat16(warm, kernels_for(device))
+            conv = {"float32": conv_gflops(device)}
+            if bf16:
+                conv["bfloat16"] = conv_gflops(device, bfloat16=True)
+            print("torch conv2d 3×3 256→256 @56×56: " + ", ".join(f"{v:.1f} GFLOP/s in {k}" for k, v in conv.items())
+                  + f"; the deconvolution runs in {'bfloat16' if bf16 else 'float32'}")
         rows = []
         for size in args.sizes:
             row = run_size(vgg, a, b, size, args, device)

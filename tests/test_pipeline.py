@@ -91,6 +91,31 @@ def test_deconvolution_reproduces_its_target(vgg, skyline, starry, level):
     assert (recovered >= 0).all()
 
 
+@pytest.mark.parametrize("level", [5, 2])
+def test_bfloat16_deconvolution_reaches_the_float32_error(vgg, starry, level):
+    """With the sub-network in bfloat16 (the default where the CPU has it natively), the result,
+    judged in float32, is as close to the target as float32's, and is laid out as usual."""
+    fb = vgg.extract(vgg.preprocess(_resize(starry, (128, 160))))
+    target = torch.roll(fb[level], shifts=(1, 1), dims=(2, 3))
+    init = torch.roll(fb[level - 1], shifts=(1, 2), dims=(2, 3))
+    sub = vgg.sub_network(level - 1, level)
+    errors = {}
+    for bf16 in (False, True):
+        recovered, info = deconvolve(vgg, level, target, init, iterations=10, tolerance=0.0, bfloat16=bf16)
+        assert recovered.is_contiguous() and recovered.dtype == torch.float32
+        errors[bf16] = float((sub(recovered) - target).pow(2).sum() / target.pow(2).sum())
+        assert abs(errors[bf16] - info.final_loss) < 1e-3
+    print(f"relu{level}_1 deconvolution, relative error: float32 {errors[False]:.4f}, bfloat16 {errors[True]:.4f}")
+    assert errors[True] < 1.03 * errors[False]
+
+
+def test_bfloat16_deconvolution_leaves_an_identity_exact(astronaut):
+    """A pair of one image with itself needs no deconvolution: in bfloat16 too, A′ is A exactly."""
+    image = astronaut[::4, ::4]
+    result = analogy.analogy(image, image, size=96, deconv_precision="bfloat16")
+    assert np.array_equal(result.a_prime, image) and np.array_equal(result.b, image)
+
+
 def test_working_size_rules():
     cfg = AnalogyConfig()
     assert working_size((448, 448), cfg) == (224, 224)

@@ -30,6 +30,8 @@ class Kernels(Protocol):
     """What every device provides. `a`, `b` are `analogy.patchmatch.SearchFeatures` on the device."""
 
     device: torch.device
+    #: Whether the device computes bfloat16 convolutions natively (see AnalogyConfig.deconv_precision).
+    native_bfloat16: bool
 
     def search(self, a, b, init: torch.Tensor, patch_size: int, iterations: int, radius: Optional[int] = None,
                seed: int = 0, samples: int = 1,

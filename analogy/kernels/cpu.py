@@ -17,6 +17,8 @@ this file (or delete its `__pycache__`) so that the kernels are rebuilt.
 from __future__ import annotations
 
 import contextlib
+import functools
+from pathlib import Path
 from typing import ContextManager, Optional, Tuple
 
 import numpy as np
@@ -91,10 +93,26 @@ def cost_arrays(fa, na, fb, nb, nnf, half):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX), which oneDNN's bfloat16
+    convolutions need to be faster than float32 ones (elsewhere it converts, and is slower). Read
+    from /proc/cpuinfo; False where there is none."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 class CpuKernels:
     """The kernel interface (see `analogy.kernels.Kernels`) on CPU tensors."""
 
     device = torch.device("cpu")
+
+    @property
+    def native_bfloat16(self) -> bool:
+        return native_bfloat16()
 
     def __init__(self, band_height: int = 4) -> None:
         """`band_height`: rows per band of the parallel search (a fixed partition of the image, so

@@ -169,6 +169,10 @@ def _chw(side) -> Tuple[torch.Tensor, torch.Tensor]:
 class CudaKernels:
     """The kernel interface (see `analogy.kernels.Kernels`) on CUDA tensors."""
 
+    #: float32 deconvolutions on GPUs: cuDNN already uses TF32 tensor cores where torch allows it,
+    #: and bfloat16 has not been measured on a GPU.
+    native_bfloat16 = False
+
     def __init__(self, device: torch.device, block: Tuple[int, int] = BLOCK, max_step: int = MAX_STEP) -> None:
         """`block`: threads per block along x and y (any geometry gives the same results);
         `max_step`: the largest jump step of the propagation."""

@@ -97,11 +97,14 @@ def pairs_from_lists(content: Iterable[PathLike], style: Iterable[PathLike], out
 def pairs_from_manifest(manifest: PathLike, out: Optional[PathLike] = None) -> List[Pair]:
     """Pairs from a CSV file with a header naming the columns A, B′ (or B', Bprime) and output.
 
-    Image paths are relative to the manifest's folder; relative output folders to `out` if given,
-    else to the manifest's folder. Raises ManifestError naming the line and column at fault.
+    Image paths are relative to the manifest's folder; output folders to `out` if given, else to
+    the manifest's folder (the output root), and must resolve inside it, `..` and symbolic links
+    resolved: a manifest is data, often from someone else, and may not write elsewhere. Raises
+    ManifestError naming the line and column at fault, before any work.
     """
     manifest = Path(manifest)
     base = manifest.parent
+    root = Path(out if out is not None else base).resolve()
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as fh:
             rows = [(n, row) for n, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)]
@@ -138,7 +141,14 @@ def pairs_from_manifest(manifest: PathLike, out: Optional[PathLike] = None) -> L
             if not path.is_file():
                 raise ManifestError(f"{manifest} line {line}, column {column}: no such file {cells[key]!r} (paths are relative to the manifest)")
             images[key] = path
-        pairs.append(Pair(images["a"], images["b_prime"], Path(out if out is not None else base) / cells["output"]))
+        target = Path(out if out is not None else base) / cells["output"]
+        resolved = target.resolve()  # `..` and symbolic links resolved
+        if resolved != root and root not in resolved.parents:
+            raise ManifestError(
+                f"{manifest} line {line}, column output: {cells['output']!r} is outside the output folder {root}; "
+                f"a manifest's outputs must stay inside it (give a relative folder without '..')"
+            )
+        pairs.append(Pair(images["a"], images["b_prime"], target))
     outs = [p.out.resolve() for p in pairs]
     if len(set(outs)) != len(outs):
         dup = next(o for o in outs if outs.count(o) > 1)

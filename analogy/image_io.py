@@ -123,6 +123,20 @@ def check_writable_dir(folder: Union[str, os.PathLike]) -> Path:
     return folder
 
 
+def _new_file_mode() -> int:
+    """0666 minus the process's umask: the mode `open()` gives a new file. The umask is read from
+    /proc where there is one (setting it to read it back would race with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_files_atomically(writers: Dict[Path, Callable[[Path], None]]) -> None:
     """Write each file to a temporary name beside it, then rename them all into place.
 
@@ -136,6 +150,7 @@ def write_files_atomically(writers: Dict[Path, Callable[[Path], None]]) -> None:
             os.close(fd)
             staged.append((Path(tmp), target))
             write(Path(tmp))
+            os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; outputs get a new file's usual mode
         for tmp, target in staged:
             os.replace(tmp, target)
     except OSError as exc:

@@ -1,0 +1,74 @@
+"""Where outputs may go and how they are written: a manifest cannot write outside its output root,
+outputs get a new file's usual permissions, and interruptions give one line and the conventional
+exit status (130 for Ctrl-C, 143 for SIGTERM) with no partial output."""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from analogy.batch import ManifestError, pairs_from_manifest
+from cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def images(tmp_path, skyline, starry):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(skyline[:96, :128]).save(folder / "a.png")
+    Image.fromarray(starry[:96, :112]).save(folder / "b.png")
+    return folder
+
+
+def _manifest(tmp_path, images, output):
+    path = images / "pairs.csv"
+    path.write_text(f"A,B',output\na.png,b.png,{output}\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("output", ["../../escaped", "sub/../../escaped", "/tmp/analogy-escaped-abs", "link/x"])
+def test_manifest_outputs_must_stay_inside_the_output_root(tmp_path, images, output):
+    """`..`, absolute paths and symbolic links out of the root are refused, naming the row, before
+    any work; nothing is written anywhere."""
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "link").symlink_to(tmp_path / "elsewhere")
+    manifest = _manifest(tmp_path, images, output)
+    with pytest.raises(ManifestError, match=r"line 2, column output: .* is outside the output folder"):
+        pairs_from_manifest(manifest, out)
+    res = CliRunner().invoke(main, ["batch", str(manifest), "-o", str(out), "--size", "48", "-q"])
+    assert res.exit_code != 0 and "is outside the output folder" in res.output
+    assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output
+    assert not (tmp_path / "escaped").exists() and not Path("/tmp/analogy-escaped-abs").exists()
+    assert not any((tmp_path / "elsewhere").iterdir())
+
+
+def test_manifest_outputs_inside_the_root_are_accepted(tmp_path, images):
+    out = tmp_path / "out"
+    pairs = pairs_from_manifest(_manifest(tmp_path, images, "x/../y/z"), out)
+    assert pairs[0].out.resolve() == (out / "y" / "z").resolve()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_a_new_files_usual_mode(tmp_path, images, umask):
+    """Not the temporary file's 0600: 0666 minus the umask, like any file the user creates."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import os, sys; os.umask({umask}); sys.argv = ['analogy'] + sys.argv[1:]; "
+                               "import cli; cli.main()",
+         str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48", "-q", "--save-nnf"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("A_prime.png", "B.png", "nnf_ab.npy"):
+        assert stat.S_IMODE(os.stat(out / name).st_mode) == 0o666 & ~umask, name

@@ -6,21 +6,42 @@
 """
 from __future__ import annotations
 
-import difflib
-import functools
-import re
+import os
+import signal
 import sys
-import time
-from pathlib import Path
-from typing import Callable, List, Optional
 
-import click
 
-import analogy
-from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest
-from analogy.config import BLEND_PRESETS
-from analogy.pipeline import progress_steps
-from analogy.results import A_PRIME, B
+def _interrupted_while_starting(signum, frame) -> None:
+    # Nothing has been written yet; leave at once rather than with an import's traceback.
+    sys.stderr.write("Error: interrupted while starting; nothing was written\n")
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+# Importing torch takes a second or two; a Ctrl-C or SIGTERM then ends the command quietly. (Not
+# in a batch's worker processes, which import this module too: the command speaks for them.)
+_IN_WORKER = __name__ == "__mp_main__" or "--multiprocessing-fork" in sys.argv  # as spawn starts them
+_STARTUP_HANDLERS = {} if _IN_WORKER else {
+    sig: signal.signal(sig, _interrupted_while_starting) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+import difflib  # noqa: E402
+import functools  # noqa: E402
+import re  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable, List, Optional  # noqa: E402
+
+import click  # noqa: E402
+
+import analogy  # noqa: E402
+from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest  # noqa: E402
+from analogy.config import BLEND_PRESETS  # noqa: E402
+from analogy.errors import Terminated  # noqa: E402
+from analogy.pipeline import progress_steps  # noqa: E402
+from analogy.results import A_PRIME, B  # noqa: E402
+
+for _sig, _handler in _STARTUP_HANDLERS.items():  # back to whatever the host process had
+    signal.signal(_sig, _handler)
 
 
 def _fail(message: str) -> "click.ClickException":
@@ -96,8 +117,10 @@ def _one_line_errors(f: Callable) -> Callable:
             return f(*args, **kwargs)
         except analogy.AnalogyError as exc:
             raise _fail(str(exc)) from None
-        except KeyboardInterrupt:
-            raise _fail("interrupted; outputs already written are complete, the rest were not written") from None
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see entry)
+            click.echo("Error: interrupted; outputs already written are complete, the rest were not written",
+                       err=True)
+            sys.exit(143 if isinstance(exc, Terminated) else 130)
 
     return wrapper
 
@@ -227,5 +250,16 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
         sys.exit(1)
 
 
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def entry() -> None:
+    """The installed `analogy` command: `main`, with SIGTERM handled like Ctrl-C (clean-up, one
+    line, exit status 143 rather than 130)."""
+    signal.signal(signal.SIGTERM, _terminate)
+    main(prog_name="analogy")
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -11,6 +11,7 @@ import collections
 import csv
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 import torch
 
 from .config import AnalogyConfig
-from .errors import AnalogyError, ConfigError
+from .errors import AnalogyError, ConfigError, Terminated
 from .features import FeatureCache
 from .results import output_names, save_result
 
@@ -199,11 +200,18 @@ def _init_process(config: AnalogyConfig, save: Dict[str, bool], threads: int, de
     global _PROCESS_WORKER
     import numba
 
+    # The parent stops its workers with SIGTERM when it is interrupted: clean up like Ctrl-C.
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
     torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     if devices is not None:
         config = config.replace(device=devices.get())
     _PROCESS_WORKER = _Worker(config, save)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def _run_in_process(pair: Pair) -> PairOutcome:
@@ -316,5 +324,12 @@ def _batch_processes(todo, config, save, workers, devices, fail_fast, on_start) 
                 yield outcome
                 if fail_fast and outcome.status == "failed":
                     return
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM) or failed here: stop the workers now rather than after
+        # their current pairs; each removes its temporary files on the way out.
+        for process in list(getattr(pool, "_processes", {}).values()):
+            if process.is_alive():
+                process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

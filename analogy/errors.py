@@ -27,3 +27,8 @@ class DeviceError(AnalogyError):
 
 class OutOfMemoryError(AnalogyError, MemoryError):
     """The work does not fit in memory at this working size."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the command line's SIGTERM handler: handled like Ctrl-C (clean-up, no partial
+    file), then exit status 143."""

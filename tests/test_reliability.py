@@ -72,3 +72,54 @@ def test_outputs_get_a_new_files_usual_mode(tmp_path, images, umask):
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("A_prime.png", "B.png", "nnf_ab.npy"):
         assert stat.S_IMODE(os.stat(out / name).st_mode) == 0o666 & ~umask, name
+
+
+def _start(args, tmp_path):
+    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, [line for line in (out + err).splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_while_starting_is_one_line(tmp_path, images, sig, status):
+    """While torch is still being imported: no traceback, one line, 128 + the signal."""
+    proc = _start([images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "48"], tmp_path)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    code, lines = _finish(proc)
+    assert code == status and len(lines) == 1 and "interrupted" in lines[0], lines
+    assert not (tmp_path / "out").exists()
+
+
+def _wait_for(path: Path, proc, timeout: float = 120.0) -> None:
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None and time.time() - t0 < timeout, "the command ended or never started"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["run", "batch"])
+@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_while_working_leaves_nothing_partial(tmp_path, images, command, sig, status):
+    """In the middle of the work (single pair, or a batch with two worker processes): one line,
+    128 + the signal, and no output or temporary file anywhere under the output folder."""
+    out = tmp_path / "out"
+    if command == "run":
+        args = [images / "a.png", images / "b.png", "-o", out, "--size", "256", "-q"]
+    else:
+        args = ["batch", "--content", images / "a.png", "--content", images / "b.png", "--style", images / "b.png",
+                "-o", out, "--size", "256", "-q", "-j", "2"]
+    proc = _start(args, tmp_path)
+    _wait_for(out, proc)
+    time.sleep(2.0)
+    proc.send_signal(sig)
+    code, lines = _finish(proc)
+    assert code == status, lines
+    assert len(lines) == 1 and "interrupted" in lines[0], lines
+    left = [p.name for p in out.rglob("*") if p.is_file()]
+    assert left == [], left

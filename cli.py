@@ -21,6 +21,8 @@ def _interrupted_while_starting(signum, frame) -> None:
 # Importing torch takes a second or two; a Ctrl-C or SIGTERM then ends the command quietly. (Not
 # in a batch's worker processes, which import this module too: the command speaks for them.)
 _IN_WORKER = __name__ == "__mp_main__" or "--multiprocessing-fork" in sys.argv  # as spawn starts them
+if _IN_WORKER:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command handles Ctrl-C and stops its workers
 _STARTUP_HANDLERS = {} if _IN_WORKER else {
     sig: signal.signal(sig, _interrupted_while_starting) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -154,14 +156,15 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
     image_a = analogy.load_image(a, "A")
     image_b = analogy.load_image(b_prime, "B′")
     runner = analogy.Analogy(config)
-    if quiet:
-        result = runner(image_a, image_b)
-    else:
-        with click.progressbar(length=progress_steps(config), label="analogy", file=sys.stderr,
-                               show_eta=False, item_show_func=lambda s: s) as bar:
-            result = runner(image_a, image_b, progress=lambda stage: bar.update(1, stage))
-    paths = analogy.save_result(result, out_dir, save_nnf=save_nnf, save_flow=save_flow,
-                                save_confidence=save_confidence)
+    with analogy.image_io.output_lock(out_dir):  # another run writing the same folder: a one-line error
+        if quiet:
+            result = runner(image_a, image_b)
+        else:
+            with click.progressbar(length=progress_steps(config), label="analogy", file=sys.stderr,
+                                   show_eta=False, item_show_func=lambda s: s) as bar:
+                result = runner(image_a, image_b, progress=lambda stage: bar.update(1, stage))
+        paths = analogy.save_result(result, out_dir, save_nnf=save_nnf, save_flow=save_flow,
+                                    save_confidence=save_confidence)
     if not quiet:
         t = result.timings
         stages = ", ".join(f"{k} {t[k]:.1f}s" for k in

@@ -23,6 +23,7 @@ import torch
 from .config import AnalogyConfig
 from .errors import AnalogyError, ConfigError, Terminated
 from .features import FeatureCache
+from .image_io import output_lock
 from .results import output_names, save_result
 
 PathLike = Union[str, os.PathLike]
@@ -181,9 +182,10 @@ class _Worker:
     def run(self, pair: Pair) -> PairOutcome:
         t0 = time.perf_counter()
         try:
-            _clear_stale(pair.out)
-            result = self.runner(pair.a, pair.b_prime)
-            save_result(result, pair.out, **self.save)
+            with output_lock(pair.out):  # no other run writes here meanwhile, so its temporaries are stale
+                _clear_stale(pair.out)
+                result = self.runner(pair.a, pair.b_prime)
+                save_result(result, pair.out, **self.save)
         except AnalogyError as exc:
             return PairOutcome(pair, "failed", str(exc).splitlines()[0], time.perf_counter() - t0)
         except (MemoryError, torch.OutOfMemoryError):
@@ -200,7 +202,9 @@ def _init_process(config: AnalogyConfig, save: Dict[str, bool], threads: int, de
     global _PROCESS_WORKER
     import numba
 
-    # The parent stops its workers with SIGTERM when it is interrupted: clean up like Ctrl-C.
+    # Ctrl-C in a terminal reaches every process of the group: the parent alone handles it, and
+    # stops its workers with SIGTERM, on which a worker cleans up like on Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_terminated)
 
     torch.set_num_threads(threads)
@@ -210,12 +214,22 @@ def _init_process(config: AnalogyConfig, save: Dict[str, bool], threads: int, de
     _PROCESS_WORKER = _Worker(config, save)
 
 
+_WORKING = False  # whether this worker process is running a pair (and may have files to clean up)
+
+
 def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+    if _WORKING:
+        raise Terminated()
+    os._exit(128 + signum)  # starting or idle: nothing to clean up, nothing to say
 
 
 def _run_in_process(pair: Pair) -> PairOutcome:
-    return _PROCESS_WORKER.run(pair)
+    global _WORKING
+    _WORKING = True
+    try:
+        return _PROCESS_WORKER.run(pair)
+    finally:
+        _WORKING = False
 
 
 def _usable_cpus() -> int:
@@ -274,7 +288,11 @@ def batch(
     todo = []
     for pair in pairs:
         if resume and is_complete(pair, names):
-            _clear_stale(pair.out)
+            try:
+                with output_lock(pair.out):
+                    _clear_stale(pair.out)
+            except AnalogyError:
+                pass  # another run is writing there: its temporaries are not stale
             yield PairOutcome(pair, "skipped")
         else:
             todo.append(pair)

@@ -1,11 +1,12 @@
 """Reading images of any common kind as RGB uint8, and writing outputs atomically."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Iterator, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -135,6 +136,41 @@ def _new_file_mode() -> int:
     umask = os.umask(0o022)
     os.umask(umask)
     return 0o666 & ~umask
+
+
+#: The lock file that marks an output folder as being written (see output_lock).
+LOCK_NAME = ".analogy.lock"
+
+
+@contextlib.contextmanager
+def output_lock(folder: Union[str, os.PathLike]) -> Iterator[None]:
+    """Hold `folder` as this run's output folder: another analogy run (process) that wants to
+    write there meanwhile gets an OutputError instead, so two runs never mix their files. An
+    advisory lock (flock) on `folder/.analogy.lock`, which is removed again on release; the
+    operating system drops the lock of a killed process. A no-op where there is no flock."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_NAME
+    busy = OutputError(f"{folder}: another analogy run is writing there; wait for it to finish or choose another "
+                       f"output folder")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:  # its holder removed it as we opened it
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
+        os.close(fd)
+        raise busy from None
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def write_files_atomically(writers: Dict[Path, Callable[[Path], None]]) -> None:

@@ -75,8 +75,9 @@ def test_outputs_get_a_new_files_usual_mode(tmp_path, images, umask):
 
 
 def _start(args, tmp_path):
+    # its own process group, as a command started from a terminal: Ctrl-C reaches the whole group
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _finish(proc):
@@ -104,8 +105,10 @@ def _wait_for(path: Path, proc, timeout: float = 120.0) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", ["run", "batch"])
-@pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_interrupt_while_working_leaves_nothing_partial(tmp_path, images, command, sig, status):
+@pytest.mark.parametrize("sig,status,group", [(signal.SIGINT, 130, True), (signal.SIGINT, 130, False),
+                                              (signal.SIGTERM, 143, False)],
+                         ids=["ctrl-c to the group", "SIGINT to the command", "SIGTERM to the command"])
+def test_interrupt_while_working_leaves_nothing_partial(tmp_path, images, command, sig, status, group):
     """In the middle of the work (single pair, or a batch with two worker processes): one line,
     128 + the signal, and no output or temporary file anywhere under the output folder."""
     out = tmp_path / "out"
@@ -117,9 +120,52 @@ def test_interrupt_while_working_leaves_nothing_partial(tmp_path, images, comman
     proc = _start(args, tmp_path)
     _wait_for(out, proc)
     time.sleep(2.0)
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     code, lines = _finish(proc)
     assert code == status, lines
     assert len(lines) == 1 and "interrupted" in lines[0], lines
     left = [p.name for p in out.rglob("*") if p.is_file()]
     assert left == [], left
+
+
+def test_a_run_on_a_folder_another_run_is_writing_is_refused(tmp_path, images):
+    """Two runs on one output folder never mix their files: the second gets one line and exit 1,
+    and writes nothing; once the first is done, the folder is free (and the lock file gone)."""
+    from analogy.image_io import LOCK_NAME, output_lock
+
+    out = tmp_path / "out"
+    args = ["run", str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48", "-q"]
+    with output_lock(out):  # as another process would hold it (flock: per open file, so per run)
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1
+        assert "another analogy run is writing there" in res.output
+        assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    assert not (out / LOCK_NAME).exists()
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["A_prime.png", "B.png"]
+
+
+def test_a_batch_skips_a_pair_another_run_is_writing(tmp_path, images):
+    """The pair whose folder is busy is reported failed with the reason, its other-run temporary
+    file is left alone, and the other pairs are done; a later --resume finishes it."""
+    from analogy.image_io import output_lock
+
+    out = tmp_path / "out"
+    busy = out / "a__b"
+    busy.mkdir(parents=True)
+    (busy / ".A_prime.png.x.part").write_bytes(b"being written by the other run")
+    args = ["batch", "--content", str(images / "a.png"), "--content", str(images / "b.png"),
+            "--style", str(images / "b.png"), "-o", str(out), "--size", "48", "-q"]
+    with output_lock(busy):
+        res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "another analogy run is writing there" in res.output, res.output
+    assert (busy / ".A_prime.png.x.part").exists() and not (busy / "A_prime.png").exists()
+    assert (out / "b__b" / "A_prime.png").exists()
+    res = CliRunner().invoke(main, args + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert (busy / "A_prime.png").exists() and not (busy / ".A_prime.png.x.part").exists()

@@ -30,6 +30,7 @@ import difflib  # noqa: E402
 import functools  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, List, Optional  # noqa: E402
 
@@ -153,8 +154,12 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
     """
     config = _config(**options)
     out_dir = analogy.image_io.check_writable_dir(output)
-    image_a = analogy.load_image(a, "A")
-    image_b = analogy.load_image(b_prime, "B′")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", analogy.InputImageWarning)
+        image_a = analogy.load_image(a, "A")
+        image_b = analogy.load_image(b_prime, "B′")
+    for warning in caught:  # one line each, without Python's file and line
+        click.echo(f"Warning: {warning.message}", err=True)
     runner = analogy.Analogy(config)
     with analogy.image_io.output_lock(out_dir):  # another run writing the same folder: a one-line error
         if quiet:
@@ -262,6 +267,7 @@ def entry() -> None:
     line, exit status 143 rather than 130)."""
     signal.signal(signal.SIGTERM, _terminate)
     main(prog_name="analogy")
+
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from .config import BLEND_PRESETS, LEVEL_NAMES, AnalogyConfig
 from .errors import (
-    AnalogyError, ConfigError, DeviceError, InputImageError, OutOfMemoryError, OutputError, WeightsError,
+    AnalogyError, ConfigError, DeviceError, InputImageError, InputImageWarning, OutOfMemoryError, OutputError,
+    WeightsError,
 )
 from .features import FeatureCache, VGG19Features, load_vgg
 from .image_io import load_image
@@ -21,7 +22,7 @@ from . import image_io
 
 __all__ = [
     "Analogy", "AnalogyConfig", "AnalogyResult", "analogy", "load_image", "save_result",
-    "AnalogyError", "ConfigError", "DeviceError", "InputImageError", "OutOfMemoryError",
+    "AnalogyError", "ConfigError", "DeviceError", "InputImageError", "InputImageWarning", "OutOfMemoryError",
     "OutputError", "WeightsError", "BLEND_PRESETS", "LEVEL_NAMES", "working_size",
     "batch", "Pair", "PairOutcome", "pairs_from_lists", "pairs_from_manifest", "FeatureCache",
     "resolve_device", "run_analogy", "VGG19Features", "load_vgg", "Progress", "image_io",

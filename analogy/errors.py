@@ -32,3 +32,7 @@ class OutOfMemoryError(AnalogyError, MemoryError):
 class Terminated(KeyboardInterrupt):
     """Raised by the command line's SIGTERM handler: handled like Ctrl-C (clean-up, no partial
     file), then exit status 143."""
+
+
+class InputImageWarning(UserWarning):
+    """An input image was usable but not quite as given (e.g. only its first frame is used)."""

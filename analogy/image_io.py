@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import MIN_INPUT_SIDE
-from .errors import InputImageError, OutputError
+from .errors import InputImageError, InputImageWarning, OutputError
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -79,9 +80,13 @@ def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
                 with Image.open(path) as img:
                     img.load()
                     rgb = np.asarray(_to_rgb(ImageOps.exif_transpose(img)))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                    frames = getattr(img, "n_frames", 1)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
             raise InputImageError(
-                f"{name}: too large (over {Image.MAX_IMAGE_PIXELS:,} pixels); downscale it first"
+                f"{name}: {size}, over the limit of {Image.MAX_IMAGE_PIXELS:,} that guards against "
+                f"decompression bombs; downscale it first"
             ) from None
         except UnidentifiedImageError:
             raise InputImageError(f"{name}: not an image file that can be read (PNG, JPEG, …)") from None
@@ -89,6 +94,8 @@ def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
             raise InputImageError(f"{name}: permission denied; make the file readable") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputImageError(f"{name}: truncated or corrupt image ({exc})") from None
+        if frames > 1:
+            warnings.warn(f"{name} has {frames} frames (pages); using the first", InputImageWarning, stacklevel=2)
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_INPUT_SIDE:
         raise InputImageError(

@@ -59,6 +59,7 @@ def test_manifest_outputs_inside_the_root_are_accepted(tmp_path, images):
     assert pairs[0].out.resolve() == (out / "y" / "z").resolve()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_outputs_get_a_new_files_usual_mode(tmp_path, images, umask):
     """Not the temporary file's 0600: 0666 minus the umask, like any file the user creates."""

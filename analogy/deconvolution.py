@@ -13,7 +13,7 @@ errors per level are in `AnalogyResult.levels` (and the benchmark's JSON).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -39,13 +39,15 @@ def deconvolve(
     history: int = 4,
     tolerance: float = 1e-4,
     bfloat16: bool = False,
+    dot: Optional[Callable[[torch.Tensor, torch.Tensor], float]] = None,
 ) -> tuple[torch.Tensor, DeconvInfo]:
     """Features R at level `level − 1` with CNN(R) ≈ `target` (a 1×C×H×W map at `level`).
 
     `init` is the starting point at level `level − layers_down` (the image when that is 0).
     With `bfloat16`, the sub-network's convolutions run in bfloat16 (torch's autocast) while the
     variable, the loss and the L-BFGS stay in float32. Returns R (non-negative, as a relu output
-    is) and a DeconvInfo.
+    is) and a DeconvInfo. `dot(a, b)`, the device's dot product of two maps in an order that does
+    not depend on the number of threads (`Kernels.dot`), serves L-BFGS; by default torch's.
     """
     lower = level - layers_down
     to_fused = vgg.sub_network(lower, level - 1) if layers_down == 2 else None
@@ -86,7 +88,12 @@ def deconvolve(
         free.extend(tensors)
 
     x = init.detach().clone(memory_format=layout)
-    scratch, direction = torch.empty_like(x), torch.empty_like(x)
+    direction = torch.empty_like(x)
+    if dot is None:
+        scratch = torch.empty_like(x)
+
+        def dot(a: torch.Tensor, b: torch.Tensor) -> float:
+            return _dot(a, b, scratch)
     loss, grad = evaluate(x)
     evaluations = 1
     losses = [loss]
@@ -97,14 +104,14 @@ def deconvolve(
         for _ in range(iterations):
             if loss * relative < solved:
                 break  # the start already reproduces the target (e.g. an image with itself)
-            _lbfgs_direction(grad, pairs, scale, direction, scratch)
-            slope = _dot(grad, direction, scratch)
+            _lbfgs_direction(grad, pairs, scale, direction, dot)
+            slope = dot(grad, direction)
             if not slope < 0:  # not a descent direction (lost curvature): restart from the gradient
                 for old_s, old_y, _ in pairs:
                     give(old_s, old_y)
                 pairs.clear()
-                _lbfgs_direction(grad, pairs, scale, direction, scratch)
-                slope = _dot(grad, direction, scratch)
+                _lbfgs_direction(grad, pairs, scale, direction, dot)
+                slope = dot(grad, direction)
             if not pairs:
                 # No curvature yet: a Polyak step, the step that would reach zero loss if the loss
                 # were linear; the backtracking below shortens it as needed.
@@ -125,8 +132,8 @@ def deconvolve(
                 break  # no decrease along this direction: x is as good as it gets here
             s = candidate.sub_(x)
             y = torch.sub(new_grad, grad, out=take())
-            ys = _dot(y, s, scratch)
-            yy = _dot(y, y, scratch)
+            ys = dot(y, s)
+            yy = dot(y, y)
             x.add_(s)
             if ys > 1e-12 * yy:
                 pairs.append((s, y, 1.0 / ys))
@@ -170,19 +177,19 @@ _BACKTRACKS = 3
 
 
 def _lbfgs_direction(grad: torch.Tensor, pairs: List[Tuple[torch.Tensor, torch.Tensor, float]],
-                     scale: float, q: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+                     scale: float, q: torch.Tensor, dot: Callable[[torch.Tensor, torch.Tensor], float]) -> torch.Tensor:
     """q = −H·grad by L-BFGS's two-loop recursion over the stored (s, y, 1/y·s) pairs (Nocedal &
     Wright, Algorithm 7.4), the initial inverse Hessian being `scale` (s·y / y·y of the newest
-    pair). `q` and `scratch` are buffers of grad's shape."""
+    pair). `q` is a buffer of grad's shape; `dot` the dot product."""
     torch.neg(grad, out=q)
     alphas = []
     for s, y, rho in reversed(pairs):
-        alpha = rho * _dot(s, q, scratch)
+        alpha = rho * dot(s, q)
         q.sub_(y, alpha=alpha)
         alphas.append(alpha)
     if pairs:
         q.mul_(scale)
     for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
-        beta = rho * _dot(y, q, scratch)
+        beta = rho * dot(y, q)
         q.add_(s, alpha=alpha - beta)
     return q

@@ -267,7 +267,7 @@ class _Pyramid:
             deconvolved, info = deconvolve(
                 self.vgg, level.layer, warped, structure[level.layer - config.deconv_layers_down],
                 config.deconv_layers_down, config.deconv_iterations, config.deconv_history, config.deconv_tolerance,
-                self.bfloat16,
+                self.bfloat16, self.kernels.dot,
             )
         self.clock.note(level.name, f"deconv_{direction}_loss", (info.initial_loss, info.final_loss))
         self.clock.note(level.name, f"deconv_{direction}_evaluations", info.evaluations)

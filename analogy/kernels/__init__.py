@@ -53,6 +53,10 @@ class Kernels(Protocol):
     def resample_nnf(self, nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape, new_shape_b: Shape) -> torch.Tensor:
         """`analogy.nnf.resample_nnf`; equal results on every device."""
 
+    def dot(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        """Σ a·b over two N×C×H×W maps of one memory layout, in an order that does not depend on
+        the number of threads (the deconvolution's L-BFGS)."""
+
     def is_out_of_memory(self, exc: BaseException) -> bool:
         """Whether `exc` means the device ran out of memory."""
 

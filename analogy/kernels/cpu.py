@@ -105,6 +105,25 @@ def native_bfloat16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _row_dots(a, b, out):
+    """out[i] = a[i] · b[i]: each row summed by one thread, so the result does not depend on how
+    many there are."""
+    for i in prange(a.shape[0]):
+        total = np.float32(0.0)
+        for j in range(a.shape[1]):
+            total += a[i, j] * b[i, j]
+        out[i] = total
+
+
+def _memory_rows(x: torch.Tensor) -> torch.Tensor:
+    """An N×C×H×W map as rows of its memory: a channel's map each, or in channels-last memory an
+    image row's pixels each (a view)."""
+    if x.is_contiguous():
+        return x.reshape(x.shape[0] * x.shape[1], -1)
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0] * x.shape[2], -1)
+
+
 class CpuKernels:
     """The kernel interface (see `analogy.kernels.Kernels`) on CPU tensors."""
 
@@ -145,6 +164,12 @@ class CpuKernels:
 
     def resample_nnf(self, nnf: torch.Tensor, shape_b, new_shape_a, new_shape_b) -> torch.Tensor:
         return torch_nnf.resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
+
+    def dot(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        rows_a, rows_b = _memory_rows(a).numpy(), _memory_rows(b).numpy()
+        out = np.empty(rows_a.shape[0], dtype=np.float32)
+        _row_dots(rows_a, rows_b, out)  # one pass over both maps, nothing written
+        return float(out.sum())
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
         return isinstance(exc, (torch.OutOfMemoryError, MemoryError))

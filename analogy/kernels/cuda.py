@@ -246,6 +246,9 @@ class CudaKernels:
     def resample_nnf(self, nnf: torch.Tensor, shape_b, new_shape_a, new_shape_b) -> torch.Tensor:
         return torch_nnf.resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
 
+    def dot(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(torch.sum(a * b))  # torch's CUDA reductions do not depend on threads
+
     def is_out_of_memory(self, exc: BaseException) -> bool:
         if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
             return True

@@ -157,9 +157,15 @@ def _total(x: torch.Tensor) -> torch.Tensor:
     image row's pixels), then the row sums serially. (A plain sum or dot splits the work by
     thread, so its rounding, and with it the whole optimisation path, would change with the
     thread count.)"""
+    return memory_rows(x).sum(dim=1).sum()
+
+
+def memory_rows(x: torch.Tensor) -> torch.Tensor:
+    """An N×C×H×W map as the rows of its memory: a channel's map each, or in channels-last memory
+    an image row's pixels each (a view)."""
     if x.is_contiguous():
-        return x.reshape(x.shape[0] * x.shape[1], -1).sum(dim=1).sum()
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0] * x.shape[2], -1).sum(dim=1).sum()
+        return x.reshape(x.shape[0] * x.shape[1], -1)
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0] * x.shape[2], -1)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor, scratch: Optional[torch.Tensor] = None) -> float:

@@ -2,7 +2,6 @@
 small sizes. Each bad one gives a non-zero status, one line that says what to do and no output;
 each odd but usable one gives outputs at the size the user sees."""
 import io
-import zlib
 from pathlib import Path
 
 import numpy as np

@@ -26,6 +26,7 @@ import torch
 from numba import njit, prange
 
 from .. import nnf as torch_nnf
+from ..deconvolution import memory_rows
 from .common import NO_LIMIT, device_functions
 
 #: LLVM's fast-math flags minus "no infs" and "no NaNs": reassociation lets the channel loop
@@ -116,14 +117,6 @@ def _row_dots(a, b, out):
         out[i] = total
 
 
-def _memory_rows(x: torch.Tensor) -> torch.Tensor:
-    """An N×C×H×W map as rows of its memory: a channel's map each, or in channels-last memory an
-    image row's pixels each (a view)."""
-    if x.is_contiguous():
-        return x.reshape(x.shape[0] * x.shape[1], -1)
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0] * x.shape[2], -1)
-
-
 class CpuKernels:
     """The kernel interface (see `analogy.kernels.Kernels`) on CPU tensors."""
 
@@ -166,7 +159,7 @@ class CpuKernels:
         return torch_nnf.resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
 
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> float:
-        rows_a, rows_b = _memory_rows(a).numpy(), _memory_rows(b).numpy()
+        rows_a, rows_b = memory_rows(a).numpy(), memory_rows(b).numpy()
         out = np.empty(rows_a.shape[0], dtype=np.float32)
         _row_dots(rows_a, rows_b, out)  # one pass over both maps, nothing written
         return float(out.sum())

@@ -78,6 +78,20 @@ def small_config() -> AnalogyConfig:
     return AnalogyConfig(size=96)
 
 
+def assert_one_line_error(res, *words) -> None:
+    """A click result that failed with one line of output holding each of `words`."""
+    assert res.exit_code != 0, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1, res.output
+    for word in words:
+        assert word.lower() in lines[0].lower(), lines[0]
+
+
+def no_outputs(folder: Path) -> bool:
+    """Whether `folder` is absent or empty."""
+    return not folder.exists() or not any(folder.iterdir())
+
+
 def psnr(x: np.ndarray, y: np.ndarray) -> float:
     mse = np.mean((x.astype(np.float64) - y.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)

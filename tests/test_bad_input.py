@@ -2,7 +2,6 @@
 small sizes. Each bad one gives a non-zero status, one line that says what to do and no output;
 each odd but usable one gives outputs at the size the user sees."""
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,23 +10,13 @@ from PIL import Image
 
 from cli import main
 
+from .conftest import assert_one_line_error, no_outputs
+
 SIZE = ["--size", "48", "-q"]
 
 
 def _lines(res):
     return [line for line in res.output.splitlines() if line.strip()]
-
-
-def _one_line_error(res, *words):
-    assert res.exit_code != 0, res.output
-    lines = _lines(res)
-    assert len(lines) == 1, lines
-    for word in words:
-        assert word.lower() in lines[0].lower(), lines[0]
-
-
-def _no_outputs(folder: Path) -> bool:
-    return not folder.exists() or not any(folder.iterdir())
 
 
 @pytest.fixture
@@ -96,8 +85,8 @@ def test_bad_file_is_one_line_and_writes_nothing(tmp_path, good, skyline, case):
     out = tmp_path / "out"
     for a, b in ((path, good), (good, path)):
         res = _run(a, b, out)
-        _one_line_error(res, *words)
-        assert _no_outputs(out)
+        assert_one_line_error(res, *words)
+        assert no_outputs(out)
 
 
 def test_decompression_bomb_names_the_pixel_count(tmp_path, good, monkeypatch):
@@ -105,8 +94,8 @@ def test_decompression_bomb_names_the_pixel_count(tmp_path, good, monkeypatch):
     Image.new("L", (400, 300)).save(path)  # 120,000 pixels, over the limit set below
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)
     res = _run(path, good, tmp_path / "out")
-    _one_line_error(res, "120,000 pixels", "50,000")
-    assert _no_outputs(tmp_path / "out")
+    assert_one_line_error(res, "120,000 pixels", "50,000")
+    assert no_outputs(tmp_path / "out")
 
 
 def _image(mode: str, rgb: np.ndarray) -> Image.Image:
@@ -203,7 +192,7 @@ def test_invalid_option_values(tmp_path, good, option, value, words):
     assert res.exit_code != 0
     assert all(w.lower() in res.output.lower() for w in words), res.output
     assert [line for line in _lines(res) if line.startswith("Error")], res.output
-    assert _no_outputs(tmp_path / "out")
+    assert no_outputs(tmp_path / "out")
 
 
 @pytest.fixture
@@ -233,7 +222,7 @@ def test_manifest_cases(two, case):
     res = CliRunner().invoke(main, ["batch", str(manifest), "-o", str(out), *SIZE])
     assert res.exit_code == code, res.output
     if code:
-        _one_line_error(res, *words)
-        assert _no_outputs(out)
+        assert_one_line_error(res, *words)
+        assert no_outputs(out)
     else:
         assert len(list(out.rglob("A_prime.png"))) == 1

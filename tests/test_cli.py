@@ -12,6 +12,8 @@ from PIL import Image
 from analogy import load_image
 from cli import main
 
+from .conftest import assert_one_line_error, no_outputs
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,10 +33,6 @@ def pair(tmp_path, skyline, starry):
 
 def _run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def _no_outputs(folder: Path):
-    return not folder.exists() or not any(folder.iterdir())
 
 
 def test_end_to_end_writes_both_images_at_input_sizes(pair, tmp_path):
@@ -61,20 +59,14 @@ def test_installed_command_quiet(pair, tmp_path):
     assert (out / "A_prime.png").exists() and (out / "B.png").exists()
 
 
-def _assert_one_line_error(res, *words):
-    assert res.exit_code != 0
-    lines = [l for l in res.output.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, res.output
-    for w in words:
-        assert w.lower() in lines[0].lower(), lines[0]
 
 
 def test_missing_file(pair, tmp_path):
     _, b = pair
     out = tmp_path / "o"
     res = _run(tmp_path / "nope.png", b, "-o", out, "--size", "64")
-    _assert_one_line_error(res, "nope.png", "no such file")
-    assert _no_outputs(out)
+    assert_one_line_error(res, "nope.png", "no such file")
+    assert no_outputs(out)
 
 
 def test_text_file_named_png(pair, tmp_path):
@@ -83,8 +75,8 @@ def test_text_file_named_png(pair, tmp_path):
     fake.write_text("this is not an image\n")
     out = tmp_path / "o"
     res = _run(fake, b, "-o", out, "--size", "64")
-    _assert_one_line_error(res, "fake.png", "not an image")
-    assert _no_outputs(out)
+    assert_one_line_error(res, "fake.png", "not an image")
+    assert no_outputs(out)
 
 
 def test_truncated_png(pair, tmp_path):
@@ -94,8 +86,8 @@ def test_truncated_png(pair, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     out = tmp_path / "o"
     res = _run(cut, b, "-o", out, "--size", "64")
-    _assert_one_line_error(res, "cut.png", "truncated")
-    assert _no_outputs(out)
+    assert_one_line_error(res, "cut.png", "truncated")
+    assert no_outputs(out)
 
 
 def test_output_folder_that_cannot_be_created(pair, tmp_path):
@@ -103,7 +95,7 @@ def test_output_folder_that_cannot_be_created(pair, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     res = _run(a, b, "-o", blocker / "sub", "--size", "64")
-    _assert_one_line_error(res, "cannot write")
+    assert_one_line_error(res, "cannot write")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")
@@ -114,7 +106,7 @@ def test_read_only_output_folder(pair, tmp_path):
     out.chmod(0o555)
     try:
         res = _run(a, b, "-o", out, "--size", "64")
-        _assert_one_line_error(res, "cannot write")
+        assert_one_line_error(res, "cannot write")
         assert not any(out.iterdir())
     finally:
         out.chmod(0o755)
@@ -125,8 +117,8 @@ def test_too_small_image_names_the_minimum(pair, tmp_path, skyline):
     tiny = _save(tmp_path / "tiny.png", skyline[:20, :20])
     out = tmp_path / "o"
     res = _run(tiny, b, "-o", out)
-    _assert_one_line_error(res, "too small", "32")
-    assert _no_outputs(out)
+    assert_one_line_error(res, "too small", "32")
+    assert no_outputs(out)
 
 
 def test_cuda_without_gpu_is_a_clear_error(pair, tmp_path):
@@ -136,7 +128,7 @@ def test_cuda_without_gpu_is_a_clear_error(pair, tmp_path):
         pytest.skip("a CUDA device is present")
     a, b = pair
     res = _run(a, b, "-o", tmp_path / "o", "--device", "cuda", "--size", "64")
-    _assert_one_line_error(res, "no cuda device")
+    assert_one_line_error(res, "no cuda device")
 
 
 def test_other_image_kinds_are_converted(tmp_path, skyline, starry):
@@ -163,9 +155,9 @@ def test_other_image_kinds_are_converted(tmp_path, skyline, starry):
 def test_bad_option_values(pair, tmp_path):
     a, b = pair
     res = _run(a, b, "-o", tmp_path / "o", "--size", "10")
-    _assert_one_line_error(res, "at least 48")
+    assert_one_line_error(res, "at least 48")
     res = _run(a, b, "-o", tmp_path / "o", "--weights", "/no/such/weights.pth", "--size", "64")
-    _assert_one_line_error(res, "weights")
+    assert_one_line_error(res, "weights")
 
 
 def test_mistyped_subcommand_names_the_commands(pair, tmp_path):
@@ -187,7 +179,7 @@ def test_device_takes_a_gpu_index(pair, tmp_path):
     if torch_cuda_available():
         assert res.exit_code == 0 or "cuda" in res.output.lower()
     else:
-        _assert_one_line_error(res, "no CUDA device")
+        assert_one_line_error(res, "no CUDA device")
     assert "invalid value" not in res.output.lower()
 
 

@@ -38,7 +38,7 @@ import click  # noqa: E402
 
 import analogy  # noqa: E402
 from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest  # noqa: E402
-from analogy.config import BLEND_PRESETS  # noqa: E402
+from analogy.config import BLEND_PRESETS, DEVICE_PATTERN  # noqa: E402
 from analogy.errors import Terminated  # noqa: E402
 from analogy.pipeline import progress_steps  # noqa: E402
 from analogy.results import A_PRIME, B  # noqa: E402
@@ -74,7 +74,7 @@ class _Device(click.ParamType):
     name = "[auto|cpu|cuda|cuda:N]"
 
     def convert(self, value, param, ctx):
-        if re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)) is None:
+        if re.fullmatch(DEVICE_PATTERN, str(value)) is None:
             self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N (N = the GPU's index)", param, ctx)
         return str(value)
 
@@ -258,14 +258,10 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
         sys.exit(1)
 
 
-def _terminate(signum, frame) -> None:
-    raise Terminated()
-
-
 def entry() -> None:
     """The installed `analogy` command: `main`, with SIGTERM handled like Ctrl-C (clean-up, one
     line, exit status 143 rather than 130)."""
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, Terminated.raise_on_signal)
     main(prog_name="analogy")
 
 

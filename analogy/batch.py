@@ -219,7 +219,7 @@ _WORKING = False  # whether this worker process is running a pair (and may have 
 
 def _raise_terminated(signum, frame) -> None:
     if _WORKING:
-        raise Terminated()
+        Terminated.raise_on_signal(signum, frame)
     os._exit(128 + signum)  # starting or idle: nothing to clean up, nothing to say
 
 

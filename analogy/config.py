@@ -16,6 +16,9 @@ from .errors import ConfigError
 
 LEVEL_NAMES: Tuple[str, ...] = ("relu5_1", "relu4_1", "relu3_1", "relu2_1", "relu1_1")
 
+#: The device names accepted: auto, cpu, cuda, or cuda:N for GPU N.
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
+
 #: Seeds are below this: the search derives one seed per level and direction from it, in 64 bits.
 MAX_SEED = 2**62
 
@@ -198,7 +201,7 @@ class AnalogyConfig:
                self.seed)
         _check(isinstance(self.weights, str) and self.weights != "", "weights",
                "caffe, torchvision or the path of a state dict", self.weights)
-        _check(isinstance(self.device, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+        _check(isinstance(self.device, str) and re.fullmatch(DEVICE_PATTERN, self.device) is not None,
                "device", "auto, cpu, cuda or cuda:N", self.device)
 
     def replace(self, **changes) -> "AnalogyConfig":

@@ -66,9 +66,8 @@ def deconvolve(
     goal = target.contiguous(memory_format=layout)
 
     def loss_of(x: torch.Tensor) -> torch.Tensor:
-        if bfloat16:  # bfloat16 output − float32 goal is computed in float32, without a cast copy
-            return _total((upper(features(x.to(torch.bfloat16))) - goal).pow(2)) / target.numel()
-        return _total((upper(features(x)) - goal).pow(2)) / target.numel()
+        out = upper(features(x.to(torch.bfloat16) if bfloat16 else x))
+        return _total((out - goal).pow(2)) / target.numel()  # bfloat16 − float32 is computed in float32
 
     def evaluate(x: torch.Tensor) -> Tuple[float, torch.Tensor]:
         with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bfloat16):

@@ -30,8 +30,13 @@ class OutOfMemoryError(AnalogyError, MemoryError):
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised by the command line's SIGTERM handler: handled like Ctrl-C (clean-up, no partial
-    file), then exit status 143."""
+    """Raised by the SIGTERM handlers of the command line and of batch workers: handled like
+    Ctrl-C (clean-up, no partial file), then exit status 143."""
+
+    @staticmethod
+    def raise_on_signal(signum, frame) -> None:
+        """A signal handler: raise Terminated where the main thread is."""
+        raise Terminated()
 
 
 class InputImageWarning(UserWarning):

@@ -7,7 +7,7 @@ import re
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,10 +18,12 @@ from .errors import InputImageError, InputImageWarning, OutputError
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def _to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
     """Grayscale, 16-bit, palette, RGBA, CMYK … → RGB; transparency is flattened onto white."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise InputImageError(f"{name}: the image holds NaN or infinite values; replace them and save it again")
         if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
             arr = arr / 257.0
         elif img.mode == "F" and arr.max(initial=0) <= 1.0:
@@ -79,7 +81,7 @@ def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 with Image.open(path) as img:
                     img.load()
-                    rgb = np.asarray(_to_rgb(ImageOps.exif_transpose(img)))
+                    rgb = np.asarray(_to_rgb(ImageOps.exif_transpose(img), name))
                     frames = getattr(img, "n_frames", 1)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             found = re.search(r"\((\d+) pixels\)", str(exc))
@@ -117,17 +119,35 @@ def file_key(src: ImageLike) -> Optional[tuple]:
     return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def check_writable_dir(folder: Union[str, os.PathLike]) -> Path:
-    """Create `folder` if needed and prove a file can be written there, before any work is done."""
+#: The lock file that marks an output folder as being written (see output_lock).
+LOCK_NAME = ".analogy.lock"
+#: Outputs are written first to TEMP_PREFIX + their name + a random part + ".part": a pattern of
+#: this tool's own, so that clearing stale temporaries never touches anyone else's file.
+TEMP_PREFIX = ".analogy-tmp."
+_OWN_TEMPORARY = re.compile(re.escape(TEMP_PREFIX) + r".+\.[A-Za-z0-9_]+\.part")
+
+
+def temporary_name(target: str, token: str) -> str:
+    """The name under which output `target` is written before it is renamed into place."""
+    return f"{TEMP_PREFIX}{target}.{token}.part"
+
+
+def check_output_folder(folder: Union[str, os.PathLike], create: bool = False) -> Path:
+    """Check that `folder` is, or can be made, a folder this process writes in (OutputError with
+    what to do if not), creating it and its missing parents when `create`."""
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".analogy-probe-"):
-            pass
-    except OSError as exc:
-        raise OutputError(
-            f"{folder}: cannot write there ({exc.strerror or exc}); choose another output folder"
-        ) from None
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{existing}: is a file, not a folder; choose a folder for the outputs")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{existing}: cannot write there (permission denied); choose another output folder")
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{folder}: cannot create it ({exc.strerror or exc}); choose another output folder") from None
     return folder
 
 
@@ -145,10 +165,6 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-#: The lock file that marks an output folder as being written (see output_lock).
-LOCK_NAME = ".analogy.lock"
-
-
 @contextlib.contextmanager
 def output_lock(folder: Union[str, os.PathLike]) -> Iterator[None]:
     """Hold `folder` as this run's output folder: another analogy run (process) that wants to
@@ -160,12 +176,14 @@ def output_lock(folder: Union[str, os.PathLike]) -> Iterator[None]:
     except ImportError:  # not POSIX
         yield
         return
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = check_output_folder(folder, create=True)
     path = folder / LOCK_NAME
     busy = OutputError(f"{folder}: another analogy run is writing there; wait for it to finish or choose another "
                        f"output folder")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({exc.strerror or exc}); choose another output folder") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if os.fstat(fd).st_ino != os.stat(path).st_ino:  # its holder removed it as we opened it
@@ -180,28 +198,104 @@ def output_lock(folder: Union[str, os.PathLike]) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def output_folder(folder: Union[str, os.PathLike]) -> Iterator[Path]:
+    """The folder a run writes its outputs in, held for the run: created if needed, locked against
+    other analogy runs (output_lock), cleared of the temporaries a killed run of this tool left
+    there (stale, since no other run holds the lock), and, if the run fails, removed again with
+    the parents it created as long as they are empty. Nothing else in it is touched."""
+    folder = check_output_folder(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    succeeded = False
+    try:
+        with output_lock(folder):
+            for path in folder.iterdir():
+                if _OWN_TEMPORARY.fullmatch(path.name) and path.is_file():
+                    path.unlink(missing_ok=True)
+            yield folder
+        succeeded = True
+    finally:
+        if not succeeded:
+            for path in created:
+                try:
+                    path.rmdir()
+                except OSError:  # not empty (another pair's folder, a user's file): keep it
+                    break
+
+
+def input_replaced_by(outputs: Iterable[Path], inputs: Iterable[Path]) -> Optional[Tuple[Path, Path]]:
+    """(output, input) for the first output path that is the same file as an input, by whatever
+    path (links included); None when writing the outputs replaces no input."""
+    files = {}
+    for path in inputs:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        files[(st.st_dev, st.st_ino)] = Path(path)
+    for path in outputs:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in files:
+            return Path(path), files[(st.st_dev, st.st_ino)]
+    return None
+
+
 def write_files_atomically(writers: Dict[Path, Callable[[Path], None]]) -> None:
     """Write each file to a temporary name beside it, then rename them all into place.
 
-    Either every file appears complete, or (on error or interruption before the renames) none
-    does and the temporary files are removed.
+    All or nothing: on an error or interruption, the temporaries are removed and every target is
+    as it was (a replaced one gets its previous content back, a new one is removed). Errors are
+    OutputError naming the target, never a temporary.
     """
-    staged = []
+    staged: Dict[Path, Path] = {}
+    previous: Dict[Path, Optional[Path]] = {}  # targets being renamed → a hard link to their old content
+    created = set()  # targets that did not exist before
+    current = next(iter(writers), Path("output"))
+    succeeded = False
     try:
-        for target, write in writers.items():
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+        for current in writers:
+            if current.is_dir():
+                raise OutputError(f"{current}: is a folder; move it away or choose another output folder")
+        for current, write in writers.items():
+            fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f"{TEMP_PREFIX}{current.name}.", suffix=".part")
             os.close(fd)
-            staged.append((Path(tmp), target))
+            staged[current] = Path(tmp)
             write(Path(tmp))
             os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; outputs get a new file's usual mode
-        for tmp, target in staged:
-            os.replace(tmp, target)
+        for current, tmp in staged.items():
+            if not current.exists():
+                created.add(current)
+            previous[current] = _keep_previous(current)
+            os.replace(tmp, current)
+        succeeded = True
     except OSError as exc:
-        raise OutputError(f"{exc.filename or 'output'}: cannot write ({exc.strerror or exc})") from None
+        raise OutputError(f"{current}: cannot write ({exc.strerror or exc})") from None
     finally:
-        for tmp, _ in staged:
-            if tmp.exists():
-                tmp.unlink()
+        if not succeeded:
+            for target, old in previous.items():
+                if old is not None:
+                    os.replace(old, target)
+                elif target in created and not staged[target].exists():  # renamed into place
+                    target.unlink()
+        for path in (*staged.values(), *previous.values()):
+            if path is not None and path.exists():
+                path.unlink()
+
+
+def _keep_previous(target: Path) -> Optional[Path]:
+    """A hard link to `target`'s current content, to put back if a later rename fails; None when
+    there is no such file (or the file system has no hard links)."""
+    if not target.is_file():
+        return None
+    link = target.with_name(temporary_name(target.name, "previous-" + os.urandom(4).hex()))
+    try:
+        os.link(target, link)
+    except OSError:
+        return None
+    return link
 
 
 def png_writer(rgb: np.ndarray) -> Callable[[Path], None]:

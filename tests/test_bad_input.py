@@ -166,15 +166,6 @@ def test_paths_with_spaces_and_non_ascii(tmp_path, good, skyline):
     assert (out / "A_prime.png").exists()
 
 
-def test_output_path_that_is_a_file(tmp_path, good):
-    out = tmp_path / "taken"
-    out.write_text("mine")
-    res = _run(good, good, out)
-    assert res.exit_code != 0
-    assert "taken" in res.output and len(_lines(res)) <= 3  # click's own usage error, or ours
-    assert out.read_text() == "mine"
-
-
 def test_same_file_as_a_and_b_prime_gives_it_back(tmp_path, good):
     out = tmp_path / "out"
     res = _run(good, good, out)

@@ -95,7 +95,7 @@ def test_output_folder_that_cannot_be_created(pair, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     res = _run(a, b, "-o", blocker / "sub", "--size", "64")
-    assert_one_line_error(res, "cannot write")
+    assert_one_line_error(res, str(blocker), "is a file, not a folder")
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")

@@ -153,19 +153,20 @@ def test_a_run_on_a_folder_another_run_is_writing_is_refused(tmp_path, images):
 def test_a_batch_skips_a_pair_another_run_is_writing(tmp_path, images):
     """The pair whose folder is busy is reported failed with the reason, its other-run temporary
     file is left alone, and the other pairs are done; a later --resume finishes it."""
-    from analogy.image_io import output_lock
+    from analogy.image_io import output_lock, temporary_name
 
     out = tmp_path / "out"
     busy = out / "a__b"
     busy.mkdir(parents=True)
-    (busy / ".A_prime.png.x.part").write_bytes(b"being written by the other run")
+    other = busy / temporary_name("A_prime.png", "x")
+    other.write_bytes(b"being written by the other run")
     args = ["batch", "--content", str(images / "a.png"), "--content", str(images / "b.png"),
             "--style", str(images / "b.png"), "-o", str(out), "--size", "48", "-q"]
     with output_lock(busy):
         res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "another analogy run is writing there" in res.output, res.output
-    assert (busy / ".A_prime.png.x.part").exists() and not (busy / "A_prime.png").exists()
+    assert other.exists() and not (busy / "A_prime.png").exists()
     assert (out / "b__b" / "A_prime.png").exists()
     res = CliRunner().invoke(main, args + ["--resume"])
     assert res.exit_code == 0, res.output
-    assert (busy / "A_prime.png").exists() and not (busy / ".A_prime.png.x.part").exists()
+    assert (busy / "A_prime.png").exists() and not other.exists()  # stale once the other run is gone

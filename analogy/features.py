@@ -149,9 +149,11 @@ def _load_state(weights: str) -> Tuple[Dict[str, torch.Tensor], str]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"{path}: not a torch state dict ({exc})") from None
-    if isinstance(state, dict) and "block1_conv1_W_q" in state:
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of VGG19 weights")
+    if "block1_conv1_W_q" in state:
         return _state_from_quantized(state), "caffe"
-    if isinstance(state, dict) and "state_dict" in state:
+    if "state_dict" in state:
         state = state["state_dict"]
     return state, "torchvision"
 

@@ -159,3 +159,13 @@ def device_functions(jit: Callable, layout: str) -> DeviceFunctions:
         return by, bx, best, n
 
     return DeviceFunctions(random_in, patch_cost, try_neighbour, random_search)
+
+
+def host_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` means the host ran out of memory: Python's MemoryError, torch's
+    OutOfMemoryError, or the RuntimeError of torch's CPU allocator ("can't allocate memory")."""
+    import torch
+
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)

@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from .. import nnf as torch_nnf
 from ..deconvolution import memory_rows
-from .common import NO_LIMIT, device_functions
+from .common import NO_LIMIT, device_functions, host_out_of_memory
 
 #: LLVM's fast-math flags minus "no infs" and "no NaNs": reassociation lets the channel loop
 #: vectorise, while LLVM may not assume away the IEEE meaning of comparisons.
@@ -165,7 +165,7 @@ class CpuKernels:
         return float(out.sum())
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
-        return isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+        return host_out_of_memory(exc)
 
     def deterministic(self) -> ContextManager[None]:
         return contextlib.nullcontext()  # torch's CPU kernels are deterministic for a thread count

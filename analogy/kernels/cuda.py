@@ -40,7 +40,7 @@ import torch
 from numba import cuda
 
 from .. import nnf as torch_nnf
-from .common import NO_LIMIT, device_functions
+from .common import NO_LIMIT, device_functions, host_out_of_memory
 
 #: Largest jump step of the propagation passes; each iteration runs steps MAX_STEP, …, 2, 1.
 MAX_STEP = 8
@@ -250,7 +250,7 @@ class CudaKernels:
         return float(torch.sum(a * b))  # torch's CUDA reductions do not depend on threads
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
-        if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        if host_out_of_memory(exc):  # torch.OutOfMemoryError is also the GPU's
             return True
         try:
             from numba.cuda.cudadrv.driver import CudaAPIError

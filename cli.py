@@ -41,7 +41,7 @@ from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest  # 
 from analogy.config import BLEND_PRESETS, DEVICE_PATTERN  # noqa: E402
 from analogy.errors import Terminated  # noqa: E402
 from analogy.pipeline import progress_steps  # noqa: E402
-from analogy.results import A_PRIME, B  # noqa: E402
+from analogy.results import A_PRIME, B, output_names  # noqa: E402
 
 for _sig, _handler in _STARTUP_HANDLERS.items():  # back to whatever the host process had
     signal.signal(_sig, _handler)
@@ -142,7 +142,7 @@ def main() -> None:
 @main.command("run")
 @click.argument("a", metavar="A")
 @click.argument("b_prime", metavar="BPRIME")
-@click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--output", "output", required=True, metavar="FOLDER",
               help=f"Folder for {A_PRIME} (A's layout, B′'s look) and {B} (B′'s layout, A's look); created if needed.")
 @_options
 @_one_line_errors
@@ -153,7 +153,12 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
     Example: analogy photo.png painting.png -o out/
     """
     config = _config(**options)
-    out_dir = analogy.image_io.check_writable_dir(output)
+    image_io = analogy.image_io
+    out_dir = image_io.check_output_folder(output)
+    names = output_names(save_nnf, save_flow, save_confidence)
+    clash = image_io.input_replaced_by([out_dir / name for name in names], [a, b_prime])
+    if clash is not None:
+        raise _fail(f"{clash[0]}: is an input and would be replaced by an output; choose another output folder")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", analogy.InputImageWarning)
         image_a = analogy.load_image(a, "A")
@@ -161,7 +166,9 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
     for warning in caught:  # one line each, without Python's file and line
         click.echo(f"Warning: {warning.message}", err=True)
     runner = analogy.Analogy(config)
-    with analogy.image_io.output_lock(out_dir):  # another run writing the same folder: a one-line error
+    # Held from here to the end: another run on this folder is refused; on failure, a folder
+    # made for this run goes again.
+    with image_io.output_folder(out_dir):
         if quiet:
             result = runner(image_a, image_b)
         else:
@@ -185,17 +192,27 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
 @click.option("--content", multiple=True, metavar="DIR_OR_FILE",
               help="A structure image, or a folder of them (repeatable). Pairs every one with every --style.")
 @click.option("--style", multiple=True, metavar="DIR_OR_FILE", help="An appearance image B′, or a folder of them (repeatable).")
-@click.option("-o", "--output", "output", type=click.Path(file_okay=False),
+@click.option("-o", "--output", "output", metavar="FOLDER",
               help="Folder under which each pair gets its own folder (required with --content/--style; "
                    "with a manifest, the base of relative output folders, else the manifest's folder).")
 @click.option("--resume", is_flag=True, help="Skip pairs whose outputs are complete; redo the others.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first pair that fails.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Pairs run at once, each in its own process (CPU cores are split between them; one per GPU on CUDA).")
+              help="Pairs run at once, each in its own process (CPU cores are split between them; one per GPU on CUDA); "
+                   "with --executor ray, Ray workers.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where pairs run: worker processes on this machine, or Ray tasks (pip install 'analogy[ray]').")
+@click.option("--address", metavar="auto|HOST:PORT",
+              help="The Ray cluster to use (auto: the one started on this machine with `ray start`); "
+                   "without it, a local Ray is started for the batch.")
+@click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Times a pair is tried again when its worker process dies (killed, a lost node) before it is "
+                   "reported failed.")
 @_options
 @_one_line_errors
 def batch(manifest: Optional[str], content, style, output: Optional[str], resume: bool, fail_fast: bool,
-          jobs: int, quiet: bool, save_nnf: bool, save_flow: bool, save_confidence: bool, **options) -> None:
+          jobs: int, executor: str, address: Optional[str], retries: int, quiet: bool, save_nnf: bool,
+          save_flow: bool, save_confidence: bool, **options) -> None:
     """Many pairs: every --content × every --style, or the rows of a CSV MANIFEST.
 
     \b
@@ -219,12 +236,18 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
         raise _fail("nothing to do: give a MANIFEST or --content and --style (see analogy batch --help)")
     config = _config(**options)
     if output:
-        analogy.image_io.check_writable_dir(output)
+        analogy.image_io.check_output_folder(output)
     t0 = time.perf_counter()
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures: List[PairOutcome] = []
+
+    def retrying(pair, reason: str, attempt: int) -> None:
+        if not quiet:
+            click.echo(f"\n{pair.name}: {reason}; trying again (attempt {attempt} of {retries + 1})", err=True)
+
     run_batch = functools.partial(analogy.batch, pairs, config, jobs=jobs, resume=resume, fail_fast=fail_fast,
-                                  save_nnf=save_nnf, save_flow=save_flow, save_confidence=save_confidence)
+                                  save_nnf=save_nnf, save_flow=save_flow, save_confidence=save_confidence,
+                                  executor=executor, address=address, retries=retries, on_retry=retrying)
 
     def record(outcome: PairOutcome) -> None:
         counts[outcome.status] += 1

@@ -1,0 +1,368 @@
+"""Never lose a user's file (issue 16): what batch and single runs may delete, overwrite or leave
+behind, how resume knows which inputs made a folder, dead and orphaned worker processes, and the
+one-line errors for the remaining odd inputs. Each test is named after the case it checks."""
+import errno
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import analogy
+from analogy.batch import pairs_from_lists
+from analogy import image_io
+from analogy.image_io import LOCK_NAME
+from cli import main
+
+from .conftest import assert_one_line_error, no_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = ["--size", "48", "-q"]
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _files(folder: Path):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def images(tmp_path, skyline, starry):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(skyline[:64, :80]).save(folder / "a.png")
+    Image.fromarray(starry[:64, :72]).save(folder / "style.png")
+    return folder
+
+
+# 1 ------------------------------------------------------------------------------------------------
+def test_1_batch_leaves_part_files_it_did_not_make(tmp_path, images):
+    """A user's hidden `.thesis.docx.part` in a pair's folder survives a run, a failing pair and a
+    --resume skip; only the tool's own stale temporaries (its name pattern) are cleared."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / ".thesis.docx.part").write_text("my thesis")
+    (victim / ".A_prime.png.x.part").write_text("someone else's")
+    ours = victim / image_io.temporary_name("A_prime.png", "stale1")
+    ours.write_bytes(b"left by a killed run")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    manifest = images / "pairs.csv"
+    for a in ("broken.png", "a.png"):
+        manifest.write_text(f"A,B',output\n{a},style.png,{victim}\n")
+        res = _invoke("batch", manifest, "-o", tmp_path, *SIZE)
+        assert res.exit_code == (1 if a == "broken.png" else 0), res.output
+        assert (victim / ".thesis.docx.part").read_text() == "my thesis"
+        assert (victim / ".A_prime.png.x.part").read_text() == "someone else's"
+    assert not ours.exists()
+    ours.write_bytes(b"left by another killed run")
+    res = _invoke("batch", manifest, "-o", tmp_path, *SIZE, "--resume")
+    assert res.exit_code == 0, res.output
+    assert (victim / ".thesis.docx.part").read_text() == "my thesis"
+    assert not ours.exists()
+
+
+# 2 ------------------------------------------------------------------------------------------------
+def test_2_output_names_do_not_depend_on_listing_order(tmp_path, images):
+    c = tmp_path / "c"
+    c.mkdir()
+    Image.open(images / "a.png").save(c / "a.png")
+    Image.open(images / "a.png").save(c / "a.jpg")
+    style = images / "style.png"
+    forward = {p.a.name: p.out.name for p in pairs_from_lists([c / "a.png", c / "a.jpg"], [style], tmp_path)}
+    backward = {p.a.name: p.out.name for p in pairs_from_lists([c / "a.jpg", c / "a.png"], [style], tmp_path)}
+    assert forward == backward and len(set(forward.values())) == 2, forward
+
+
+def test_2_resume_redoes_a_pair_whose_inputs_or_options_changed(tmp_path, images, skyline):
+    c = tmp_path / "c"
+    c.mkdir()
+    Image.fromarray(skyline[:64, :80]).save(c / "a.png")
+    out = tmp_path / "out"
+    base = ["batch", "--content", c, "--style", images / "style.png", "-o", out, "--size", "48"]
+    assert _invoke(*base, "-q").exit_code == 0
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    first = (folder / "A_prime.png").read_bytes()
+
+    res = _invoke(*base, "--resume")
+    assert res.exit_code == 0 and "1 skipped" in res.output, res.output
+
+    Image.fromarray(skyline[-64:, -80:]).save(c / "a.png")  # same name, other pixels
+    res = _invoke(*base, "--resume")
+    assert res.exit_code == 0 and "1 done" in res.output, res.output
+    second = (folder / "A_prime.png").read_bytes()
+    assert second != first
+
+    res = _invoke(*base, "--resume", "--seed", "3")  # other options: not the same result
+    assert res.exit_code == 0 and "1 done" in res.output, res.output
+
+    Image.fromarray(skyline[:64, :80]).save(c / "a.jpg")  # a second image with the same stem
+    res = _invoke(*base, "--resume")
+    assert res.exit_code == 0 and "2 done" in res.output, res.output
+    made = {p.name for p in out.iterdir() if p.is_dir()}
+    assert len(made - {folder.name}) == 2, made
+
+
+# 3 ------------------------------------------------------------------------------------------------
+def test_3_an_output_may_not_replace_an_input(tmp_path, images):
+    d = tmp_path / "d"
+    d.mkdir()
+    Image.open(images / "a.png").save(d / "A_prime.png")
+    Image.open(images / "style.png").save(d / "style.png")
+    before = (d / "A_prime.png").read_bytes()
+    res = _invoke(d / "A_prime.png", d / "style.png", "-o", d, *SIZE)
+    assert_one_line_error(res, "A_prime.png", "input")
+    assert (d / "A_prime.png").read_bytes() == before and not (d / "B.png").exists()
+
+    manifest = d / "pairs.csv"
+    manifest.write_text("A,B',output\nstyle.png,A_prime.png,.\n")
+    res = _invoke("batch", manifest, *SIZE)
+    assert_one_line_error(res, "A_prime.png", "input")
+    assert (d / "A_prime.png").read_bytes() == before and not (d / "B.png").exists()
+
+
+# 4 ------------------------------------------------------------------------------------------------
+def test_4_outputs_are_replaced_all_or_nothing(tmp_path, images):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "A_prime.png").write_bytes(b"previous result")
+    (out / "B.png").mkdir()
+    res = _invoke(images / "a.png", images / "style.png", "-o", out, *SIZE)
+    assert_one_line_error(res, "B.png")
+    assert (out / "A_prime.png").read_bytes() == b"previous result"
+    assert sorted(p.name for p in out.iterdir()) == ["A_prime.png", "B.png"]
+
+
+def test_4_a_failed_run_leaves_no_folder_it_created(tmp_path, images):
+    (images / "broken.png").write_bytes(b"not an image")
+    res = _invoke(images / "broken.png", images / "style.png", "-o", tmp_path / "new" / "deeper", *SIZE)
+    assert_one_line_error(res, "broken.png")
+    assert not (tmp_path / "new").exists()
+    res = _invoke("batch", "--content", images / "broken.png", "--style", images / "style.png",
+                  "-o", tmp_path / "batch", *SIZE)
+    assert res.exit_code == 1 and no_outputs(tmp_path / "batch"), _files(tmp_path / "batch")
+
+
+# 5, 6 ---------------------------------------------------------------------------------------------
+def _children(pid: int):
+    """The batch's worker processes (spawned by multiprocessing), not its resource tracker."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline:
+                found.append(int(child))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _start_batch(images, out, *extra):
+    content = images / "content"
+    content.mkdir(exist_ok=True)
+    with Image.open(images / "a.png") as a:
+        for i in range(4):
+            a.rotate(90 * i, expand=True).save(content / f"c{i}.png")
+    args = ["batch", "--content", content, "--style", images / "style.png", "-o", out, "--size", "160",
+            "-j", "2", *extra]
+    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_until_working(proc, out, timeout=120.0):
+    """The worker pids once one of them holds a pair folder's lock (is in the middle of a pair)."""
+    t0 = time.time()
+    while not list(out.glob(f"*/{LOCK_NAME}")):
+        assert proc.poll() is None and time.time() - t0 < timeout, proc.communicate()
+        time.sleep(0.02)
+    return _children(proc.pid)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("retries", [0, 1])
+def test_5_a_dead_worker_loses_one_attempt_not_the_batch(tmp_path, images, retries):
+    """SIGKILL one of two workers in the middle of a pair: the worker is replaced and the batch
+    goes on; the pair is retried (or, with --retries 0, reported with the reason)."""
+    out = tmp_path / "out"
+    proc = _start_batch(images, out, "--retries", retries)
+    workers = _wait_until_working(proc, out)
+    assert len(workers) == 2, workers
+    os.kill(workers[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert "Traceback" not in stderr, stderr
+    assert "worker process died" in stderr, stderr
+    done = sorted(p.parent.name for p in out.glob("*/B.png"))
+    if retries:
+        assert proc.returncode == 0, stderr
+        assert len(done) == 4 and "4 done" in stderr, stderr
+    else:
+        assert proc.returncode == 1, stderr
+        assert len(done) == 3 and "3 done" in stderr and "1 failed" in stderr, stderr
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part") or p.name == LOCK_NAME]
+
+
+@pytest.mark.slow
+def test_6_workers_exit_when_the_batch_is_killed(tmp_path, images):
+    out = tmp_path / "out"
+    proc = _start_batch(images, out)
+    workers = _wait_until_working(proc, out)
+    assert workers
+    proc.kill()
+    proc.wait()  # not communicate(): orphaned workers would hold its pipes open
+    try:
+        t0 = time.time()
+        while any(_alive(w) for w in workers):
+            assert time.time() - t0 < 15, "workers still running after their batch was killed"
+            time.sleep(0.1)
+    finally:
+        for w in workers:
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".part")]
+
+
+# 7 ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_7_option_errors_are_found_once_before_the_workers_start(tmp_path, images, jobs):
+    out = tmp_path / "out"
+    res = _invoke("batch", "--content", images / "a.png", "--content", images / "style.png",
+                  "--style", images / "style.png", "-o", out, "-j", jobs, "--weights", tmp_path / "nonexistent",
+                  *SIZE)
+    assert_one_line_error(res, "nonexistent")
+    assert no_outputs(out)
+
+
+# 8 ------------------------------------------------------------------------------------------------
+def test_8_a_single_run_clears_its_own_stale_temporaries_only(tmp_path, images):
+    """What a killed (SIGKILL) run left: removed by the next run on the folder; others' files kept."""
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / image_io.temporary_name("B.png", "killed")
+    stale.write_bytes(b"half a png")
+    (out / ".notes.part").write_text("mine")
+    res = _invoke(images / "a.png", images / "style.png", "-o", out, *SIZE)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == [".notes.part", "A_prime.png", "B.png"]
+
+
+@pytest.mark.slow
+def test_8_sigterm_while_writing_leaves_no_temporary(tmp_path, images):
+    """SIGTERM that arrives while the outputs are being written (the slowest part made slow)."""
+    out = tmp_path / "out"
+    code = ("import sys, time, signal; import analogy.image_io as io; "
+            "w = io.png_writer; io.png_writer = lambda rgb: (lambda p: (w(rgb)(p), time.sleep(30)))\n"
+            "import analogy.results as r; r.png_writer = io.png_writer\n"
+            "import cli; sys.argv = ['analogy'] + sys.argv[1:]; cli.entry()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(images / "a.png"), str(images / "style.png"),
+                             "-o", str(out), *SIZE], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    t0 = time.time()
+    while not [p for p in out.glob("*.part")] if out.exists() else True:
+        assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert not out.exists() or _files(out) == [], _files(out)
+
+
+# 9 ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_9_float_tiff_with_nan_or_inf_is_refused(tmp_path, images, value):
+    pixels = np.full((64, 64), 0.5, dtype=np.float32)
+    pixels[10:20, 10:20] = value
+    path = tmp_path / "float.tif"
+    Image.fromarray(pixels, mode="F").save(path)
+    res = _invoke(path, images / "style.png", "-o", tmp_path / "out", *SIZE)
+    assert_one_line_error(res, "float.tif", "NaN or infinite")
+    assert no_outputs(tmp_path / "out")
+
+
+# 10 -----------------------------------------------------------------------------------------------
+def test_10_seed_beyond_64_bits(tmp_path, images):
+    res = _invoke(images / "a.png", images / "style.png", "-o", tmp_path / "out", *SIZE, "--seed", str(2**70))
+    assert_one_line_error(res, "seed")
+    assert no_outputs(tmp_path / "out")
+
+
+def test_10_weights_file_holding_a_tensor(tmp_path, images):
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    res = _invoke(images / "a.png", images / "style.png", "-o", tmp_path / "out", *SIZE,
+                  "--weights", tmp_path / "tensor.pt")
+    assert_one_line_error(res, "tensor.pt", "state dict")
+    assert no_outputs(tmp_path / "out")
+
+
+def test_10_nul_byte_in_a_manifest_row(tmp_path, images):
+    manifest = images / "pairs.csv"
+    manifest.write_bytes(b"A,B',output\na.png\0,style.png,x\n")
+    res = _invoke("batch", manifest, "-o", tmp_path / "out", *SIZE)
+    assert_one_line_error(res, "pairs.csv", "NUL")
+    assert no_outputs(tmp_path / "out")
+
+
+def test_10_cannot_allocate_memory_suggests_a_smaller_size(tmp_path, images, monkeypatch):
+    """torch's CPU allocator failing (a RuntimeError, not MemoryError) mid-analogy."""
+    try:
+        torch.empty(2**62, dtype=torch.uint8)
+        pytest.fail("the allocation was expected to fail")
+    except RuntimeError as exc:
+        failure = exc
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(analogy.pipeline, "deconvolve", fail)
+    res = _invoke(images / "a.png", images / "style.png", "-o", tmp_path / "out", "--size", "160", "-q")
+    assert_one_line_error(res, "out of memory", "--size")
+    suggested = int(re.search(r"--size (\d+)", res.output).group(1))
+    assert suggested < 160, res.output
+    assert no_outputs(tmp_path / "out")
+
+
+# 11 -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["run", "batch"])
+def test_11_output_path_that_is_a_file(tmp_path, images, command):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    if command == "run":
+        res = _invoke(images / "a.png", images / "style.png", "-o", taken, *SIZE)
+    else:
+        res = _invoke("batch", "--content", images / "a.png", "--style", images / "style.png", "-o", taken, *SIZE)
+    assert_one_line_error(res, "taken", "not a folder")
+    assert taken.read_text() == "mine"
+
+
+def test_11_disk_full_names_the_output_not_a_temporary(tmp_path, images, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "A_prime.png").write_bytes(b"previous result")
+    real = analogy.results.png_writer
+
+    def full(rgb):
+        def write(path):
+            real(rgb)(path)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return write
+
+    monkeypatch.setattr(analogy.results, "png_writer", full)
+    res = _invoke(images / "a.png", images / "style.png", "-o", out, *SIZE)
+    assert_one_line_error(res, str(out / "A_prime.png"), "no space left on device")
+    assert ".part" not in res.output
+    assert sorted(p.name for p in out.iterdir()) == ["A_prime.png"]
+    assert (out / "A_prime.png").read_bytes() == b"previous result"

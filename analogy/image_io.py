@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import os
 import re
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -15,7 +18,18 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .config import MIN_INPUT_SIDE
 from .errors import InputImageError, InputImageWarning, OutputError
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes and the name to give it in messages (its path where it was read):
+    how a batch sends inputs to workers that do not see the driver's files."""
+
+    name: str
+    data: bytes
+
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, EncodedImage]
 
 
 def _to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
@@ -60,7 +74,8 @@ def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
-    """Load a path, PIL image or array as an H×W×3 uint8 RGB array, checking it is usable.
+    """Load a path, an EncodedImage, a PIL image or an array as an H×W×3 uint8 RGB array,
+    checking it is usable.
 
     Raises InputImageError with a one-line message for a missing, unreadable, truncated,
     too small or too large image.
@@ -70,16 +85,19 @@ def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
     elif isinstance(src, Image.Image):
         rgb = np.asarray(_to_rgb(ImageOps.exif_transpose(src)))
     else:
-        path = Path(src)
-        name = str(path)
-        if not path.exists():
-            raise InputImageError(f"{name}: no such file")
-        if path.is_dir():
-            raise InputImageError(f"{name}: is a folder, not an image file")
+        if isinstance(src, EncodedImage):
+            name, source = src.name, io.BytesIO(src.data)
+        else:
+            source = Path(src)
+            name = str(source)
+            if not source.exists():
+                raise InputImageError(f"{name}: no such file")
+            if source.is_dir():
+                raise InputImageError(f"{name}: is a folder, not an image file")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as img:
+                with Image.open(source) as img:
                     img.load()
                     rgb = np.asarray(_to_rgb(ImageOps.exif_transpose(img), name))
                     frames = getattr(img, "n_frames", 1)
@@ -107,8 +125,11 @@ def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
 
 
 def file_key(src: ImageLike) -> Optional[tuple]:
-    """An identity for an image given as a file path (resolved path, size, modification time),
-    for caching what was computed from it; None for arrays and PIL images."""
+    """An identity for an image given as a file path (resolved path, size, modification time) or
+    as an EncodedImage (its bytes' digest), for caching what was computed from it; None for arrays
+    and PIL images."""
+    if isinstance(src, EncodedImage):
+        return ("sha256", hashlib.sha256(src.data).hexdigest())
     if isinstance(src, (np.ndarray, Image.Image)):
         return None
     path = Path(src)
@@ -243,8 +264,13 @@ def input_replaced_by(outputs: Iterable[Path], inputs: Iterable[Path]) -> Option
     return None
 
 
-def write_files_atomically(writers: Dict[Path, Callable[[Path], None]]) -> None:
-    """Write each file to a temporary name beside it, then rename them all into place.
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def write_files_atomically(files: Dict[Path, bytes]) -> None:
+    """Write each file's bytes to a temporary name beside it, then rename them all into place.
 
     All or nothing: on an error or interruption, the temporaries are removed and every target is
     as it was (a replaced one gets its previous content back, a new one is removed). Errors are
@@ -253,17 +279,17 @@ def write_files_atomically(writers: Dict[Path, Callable[[Path], None]]) -> None:
     staged: Dict[Path, Path] = {}
     previous: Dict[Path, Optional[Path]] = {}  # targets being renamed → a hard link to their old content
     created = set()  # targets that did not exist before
-    current = next(iter(writers), Path("output"))
+    current = next(iter(files), Path("output"))
     succeeded = False
     try:
-        for current in writers:
+        for current in files:
             if current.is_dir():
                 raise OutputError(f"{current}: is a folder; move it away or choose another output folder")
-        for current, write in writers.items():
+        for current, data in files.items():
             fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f"{TEMP_PREFIX}{current.name}.", suffix=".part")
             os.close(fd)
             staged[current] = Path(tmp)
-            write(Path(tmp))
+            _write_file(Path(tmp), data)
             os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; outputs get a new file's usual mode
         for current, tmp in staged.items():
             if not current.exists():
@@ -298,16 +324,15 @@ def _keep_previous(target: Path) -> Optional[Path]:
     return link
 
 
-def png_writer(rgb: np.ndarray) -> Callable[[Path], None]:
-    """A writer for write_files_atomically that saves an RGB uint8 array as PNG."""
-    return lambda path: Image.fromarray(rgb).save(path, format="PNG")
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB (or grey) uint8 array as a PNG file's bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
-def npy_writer(array: np.ndarray) -> Callable[[Path], None]:
-    """A writer for write_files_atomically that saves an array in .npy format."""
-
-    def write(path: Path) -> None:
-        with open(path, "wb") as fh:
-            np.save(fh, array)
-
-    return write
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as a .npy file's bytes."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()

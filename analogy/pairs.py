@@ -15,14 +15,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from .config import AnalogyConfig
 from .errors import AnalogyError
 from .features import FeatureCache
-from .image_io import file_key, output_folder
+from .image_io import ImageLike, file_key, output_folder, write_files_atomically
 from .kernels.common import host_out_of_memory
-from .results import RECORD, output_names, save_result
+from .results import result_files
+
+#: The record of what made a pair's outputs, written with them.
+RECORD = "analogy.json"
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,30 @@ def is_complete(pair: Pair, config: AnalogyConfig, names: Sequence[str]) -> bool
             and all((pair.out / name).is_file() for name in names))
 
 
+def outcome_of(pair: Pair, work: Callable[[], Dict[str, float]]) -> PairOutcome:
+    """Run `work` (which returns the pair's timings) and say what became of the pair: an error is
+    a "failed" outcome with a one-line reason, not an exception (an interruption still raises)."""
+    t0 = time.perf_counter()
+    try:
+        timings = work()
+    except AnalogyError as exc:
+        return PairOutcome(pair, "failed", str(exc).splitlines()[0], time.perf_counter() - t0)
+    except Exception as exc:  # an unforeseen error in one pair should not end the batch
+        reason = ("out of memory; use a smaller --size or --ratio" if host_out_of_memory(exc)
+                  else f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return PairOutcome(pair, "failed", reason, time.perf_counter() - t0)
+    return PairOutcome(pair, "done", None, time.perf_counter() - t0, timings)
+
+
+def write_pair_files(pair: Pair, files: Dict[str, bytes], config: AnalogyConfig) -> None:
+    """Write a pair's output files and its record into its folder, all or nothing (the caller
+    holds the folder, see output_folder)."""
+    names = list(files)
+    record = json.dumps(pair_record(pair, config, names), indent=1, ensure_ascii=False) + "\n"
+    files = {**files, RECORD: record.encode("utf-8")}  # last: its presence says the others are complete
+    write_files_atomically({pair.out / name: data for name, data in files.items()})
+
+
 class PairRunner:
     """Runs pairs one after another: one VGG19 and one feature cache, loaded once."""
 
@@ -99,20 +126,18 @@ class PairRunner:
         self.runner = Analogy(config, feature_cache=FeatureCache())
         self.config = config
         self.save = save
-        self.names = output_names(**save)
+
+    def compute(self, a: ImageLike, b_prime: ImageLike) -> Tuple[Dict[str, bytes], Dict[str, float]]:
+        """The encoded output files of one analogy, and its timings."""
+        result = self.runner(a, b_prime)
+        return result_files(result, **self.save), dict(result.timings)
 
     def __call__(self, pair: Pair) -> PairOutcome:
-        """Run `pair` and write its outputs and record; a failure is returned, not raised (an
-        interruption is raised, after clean-up)."""
-        t0 = time.perf_counter()
-        try:
+        """Run `pair` here and write its files, holding its folder from start to end."""
+        def work() -> Dict[str, float]:
             with output_folder(pair.out):
-                result = self.runner(pair.a, pair.b_prime)
-                save_result(result, pair.out, **self.save, record=pair_record(pair, self.config, self.names))
-        except AnalogyError as exc:
-            return PairOutcome(pair, "failed", str(exc).splitlines()[0], time.perf_counter() - t0)
-        except Exception as exc:  # an unforeseen error in one pair should not end the batch
-            reason = ("out of memory; use a smaller --size or --ratio" if host_out_of_memory(exc)
-                      else f"{type(exc).__name__}: {exc}".splitlines()[0])
-            return PairOutcome(pair, "failed", reason, time.perf_counter() - t0)
-        return PairOutcome(pair, "done", None, time.perf_counter() - t0, dict(result.timings))
+                files, timings = self.compute(pair.a, pair.b_prime)
+                write_pair_files(pair, files, self.config)
+            return timings
+
+        return outcome_of(pair, work)

@@ -264,9 +264,8 @@ def test_8_a_single_run_clears_its_own_stale_temporaries_only(tmp_path, images):
 def test_8_sigterm_while_writing_leaves_no_temporary(tmp_path, images):
     """SIGTERM that arrives while the outputs are being written (the slowest part made slow)."""
     out = tmp_path / "out"
-    code = ("import sys, time, signal; import analogy.image_io as io; "
-            "w = io.png_writer; io.png_writer = lambda rgb: (lambda p: (w(rgb)(p), time.sleep(30)))\n"
-            "import analogy.results as r; r.png_writer = io.png_writer\n"
+    code = ("import sys, time; import analogy.image_io as io; "
+            "w = io._write_file; io._write_file = lambda path, data: (w(path, data), time.sleep(30))\n"
             "import cli; sys.argv = ['analogy'] + sys.argv[1:]; cli.entry()")
     proc = subprocess.Popen([sys.executable, "-c", code, str(images / "a.png"), str(images / "style.png"),
                              "-o", str(out), *SIZE], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -277,7 +276,7 @@ def test_8_sigterm_while_writing_leaves_no_temporary(tmp_path, images):
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    assert proc.returncode == 143, (proc.returncode, err)
     assert not out.exists() or _files(out) == [], _files(out)
 
 
@@ -352,15 +351,13 @@ def test_11_disk_full_names_the_output_not_a_temporary(tmp_path, images, monkeyp
     out = tmp_path / "out"
     out.mkdir()
     (out / "A_prime.png").write_bytes(b"previous result")
-    real = analogy.results.png_writer
+    real = analogy.image_io._write_file
 
-    def full(rgb):
-        def write(path):
-            real(rgb)(path)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-        return write
+    def full(path, data):  # the disk fills up half-way through the first file
+        real(path, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(analogy.results, "png_writer", full)
+    monkeypatch.setattr(analogy.image_io, "_write_file", full)
     res = _invoke(images / "a.png", images / "style.png", "-o", out, *SIZE)
     assert_one_line_error(res, str(out / "A_prime.png"), "no space left on device")
     assert ".part" not in res.output

@@ -20,8 +20,8 @@ from .config import AnalogyConfig
 from .errors import AnalogyError, ConfigError
 from .executors import OnRetry, OnStart, executor_for
 from .image_io import input_replaced_by, output_folder
-from .pairs import Pair, PairOutcome, is_complete
-from .results import RECORD, output_names
+from .pairs import RECORD, Pair, PairOutcome, is_complete
+from .results import output_names
 
 PathLike = Union[str, os.PathLike]
 #: File extensions taken as images when a folder is given.

@@ -66,13 +66,15 @@ def executor_for(name: str, config: AnalogyConfig, save: Dict[str, bool], jobs: 
     if address is not None and name != "ray":
         raise ConfigError("--address is for --executor ray")
     if name == "ray":
-        from .ray_executor import RayExecutor
+        from .ray_executor import RayExecutor, _ray
 
+        _ray()  # installed? (before the weights are read)
+        load_vgg(config.weights, "cpu")  # the weights load: the workers' will too
         return RayExecutor(config, save, jobs, retries, address)
     devices = _worker_devices(config, jobs)
     if len(devices) == 1:
         return InlineExecutor(config.replace(device=devices[0] or config.device), save)
-    load_vgg(config.weights, "cpu")  # the weights load: the workers' will too
+    load_vgg(config.weights, "cpu")
     return ProcessExecutor(config, save, devices, retries)
 
 

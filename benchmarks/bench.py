@@ -4,6 +4,7 @@
     python benchmarks/bench.py --pair face --sizes 224 --json bench.json
     python benchmarks/bench.py --pair painting face sketch --sizes 224 --skip-quality --skip-identity
     python benchmarks/bench.py --pair my_a.png my_b.png --device cuda
+    python benchmarks/bench.py --batch --sizes 224       # local worker processes against Ray workers
 
 For each working size S, both inputs are first resized to S·2 × S·2 (so S = 224 is exactly the
 448×448-pair-at-ratio-0.5 case; `--keep-aspect` keeps their shapes, long side 2·S instead) and
@@ -320,6 +321,46 @@ def print_row(row: Dict, conv: float) -> None:
         print(f"   identity PSNR: A′ {p['a_prime']:.2f} dB, B {p['b']:.2f} dB")
 
 
+def batch_figures(size: int, count: int = 6, jobs: int = 2) -> Dict[str, float]:
+    """Wall time of a batch of `count` pairs (crops of the example images × The Starry Night, at
+    working size `size`) with `jobs` local worker processes and with `jobs` Ray workers on a local
+    Ray, whose start-up is timed apart; the same bytes are checked."""
+    import tempfile
+
+    import ray
+
+    examples = ROOT / "examples"
+    sources = [np.asarray(Image.open(examples / n).convert("RGB")) for n in ("skyline.jpg", "astronaut.jpg", "grace_hopper.jpg")]
+    figures: Dict[str, float] = {"pairs": count, "jobs": jobs, "size": size}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "content"
+        folder.mkdir()
+        for i in range(count):
+            rgb = sources[i % len(sources)]
+            h, w = rgb.shape[:2]
+            Image.fromarray(rgb[: h - 16 * (i // len(sources)), : w - 16 * (i // len(sources))]).save(folder / f"c{i}.png")
+        config = analogy.AnalogyConfig(size=size)
+        t0 = time.perf_counter()
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        figures["ray_startup_s"] = time.perf_counter() - t0
+        try:
+            for executor in ("local", "ray"):
+                pairs = analogy.pairs_from_lists([folder], [examples / "starry_night.jpg"], Path(tmp) / executor)
+                t0 = time.perf_counter()
+                outcomes = list(analogy.batch(pairs, config, jobs=jobs, executor=executor))
+                figures[f"{executor}_s"] = time.perf_counter() - t0
+                assert all(o.status == "done" for o in outcomes), [o.error for o in outcomes]
+        finally:
+            ray.shutdown()
+        same = all((Path(tmp) / "local" / p.name / n).read_bytes() == (Path(tmp) / "ray" / p.name / n).read_bytes()
+                   for p in pairs for n in ("A_prime.png", "B.png", "analogy.json"))
+    figures["ray_overhead_per_pair_s"] = (figures["ray_s"] - figures["local_s"]) / count
+    print(f"batch of {count} pairs at size {size}, {jobs} workers: local processes {figures['local_s']:.1f} s, "
+          f"Ray {figures['ray_s']:.1f} s (+{figures['ray_overhead_per_pair_s']:.2f} s per pair; Ray's start-up "
+          f"{figures['ray_startup_s']:.1f} s more); same bytes: {same}")
+    return figures
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", nargs="+", default=["painting"],
@@ -332,7 +373,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--skip-quality", action="store_true", help="no exact NNFs and no kernel throughput")
     parser.add_argument("--skip-identity", action="store_true", help="no identity-PSNR run")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--batch", action="store_true",
+                        help="instead: a 6-pair batch with 2 local worker processes and with 2 Ray workers "
+                             "(at the first of --sizes; needs the ray extra)")
     args = parser.parse_args(argv)
+    if args.batch:
+        figures = batch_figures(args.sizes[0])
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return
 
     if all(name in PAIRS for name in args.pair):
         pairs = [PAIRS[name] for name in args.pair]

@@ -1,0 +1,173 @@
+"""A batch's pairs on a Ray cluster (`pip install 'analogy[ray]'`), or on a Ray started here.
+
+Each worker is a Ray actor that loads VGG19 once and keeps its feature cache (a PairRunner); it
+takes one GPU where the cluster has GPUs, else a share of the cluster's cores. The driver reads
+each input file once, puts its bytes in Ray's object store and sends them with the pair; the
+worker sends back the encoded output files, and the driver writes them into the pair's folder,
+all or nothing, with the pair's record, exactly as a local batch does. So the nodes need no
+storage shared with the driver, the outputs are the same bytes as a local batch's, and a worker
+or node that is lost mid-pair leaves nothing on disk: its pair is tried again on a new worker.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Dict, Iterator, Optional, Sequence, Tuple
+
+from .config import AnalogyConfig
+from .errors import ConfigError
+from .executors import OnRetry, OnStart, usable_cpus
+from .image_io import EncodedImage, output_folder
+from .pairs import Pair, PairOutcome, PairRunner, outcome_of, write_pair_files
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray, an optional extra: pip install 'analogy[ray]'") from None
+    return ray
+
+
+class PairWorker:
+    """The body of a Ray worker: a PairRunner with its own thread count."""
+
+    def __init__(self, config: AnalogyConfig, save: Dict[str, bool], threads: int) -> None:
+        import numba
+        import torch
+
+        torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        self.runner = PairRunner(config, save)
+
+    def run(self, pair: Pair, a: EncodedImage, b_prime: EncodedImage) -> Tuple[PairOutcome, Dict[str, bytes]]:
+        """The pair's outcome and, when it is done, its encoded output files."""
+        files: Dict[str, bytes] = {}
+
+        def work() -> Dict[str, float]:
+            encoded, timings = self.runner.compute(a, b_prime)
+            files.update(encoded)
+            return timings
+
+        return outcome_of(pair, work), files
+
+
+class RayExecutor:
+    """Pairs as tasks of `jobs` Ray actors: on the cluster at `address` ("auto" or HOST:PORT), or
+    on a Ray instance started for the batch (and shut down after it) when there is none."""
+
+    def __init__(self, config: AnalogyConfig, save: Dict[str, bool], jobs: int, retries: int = 1,
+                 address: Optional[str] = None) -> None:
+        ray = self.ray = _ray()
+        self.config, self.save, self.retries = config, save, retries
+        self.owned = not ray.is_initialized()  # a Ray the caller started is theirs to shut down
+        t0 = time.perf_counter()
+        if self.owned:
+            handler = signal.getsignal(signal.SIGTERM)  # ray.init installs its own
+            options = dict(logging_level=logging.ERROR, log_to_driver=False)
+            try:
+                if address is None:
+                    ray.init(num_cpus=usable_cpus(), include_dashboard=False, **options)
+                else:
+                    ray.init(address=address, **options)
+            except Exception as exc:  # noqa: BLE001 - Ray raises many kinds (connection, version)
+                raise ConfigError(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            finally:
+                if handler is not None:
+                    signal.signal(signal.SIGTERM, handler)
+        self.startup_seconds = time.perf_counter() - t0
+        resources = ray.cluster_resources()
+        gpus = int(resources.get("GPU", 0))
+        if config.device.startswith("cuda") and not gpus:
+            self.close()
+            raise ConfigError(f"--device {config.device}: the Ray cluster has no GPU; use --device auto or cpu")
+        if gpus and config.device != "cpu":
+            self.workers, self.threads = min(jobs, gpus), 1
+            self.options = dict(num_gpus=1, num_cpus=1)
+            self.worker_config = config.replace(device="cuda")  # Ray gives each worker its own GPU as cuda:0
+        else:
+            largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+            self.workers = jobs
+            self.threads = int(max(1, min(largest, resources.get("CPU", 1) // jobs)))
+            self.options = dict(num_cpus=self.threads)
+            self.worker_config = config.replace(device="cpu")
+        self.actor_class = ray.remote(PairWorker)
+
+    def close(self) -> None:
+        """Shut down the Ray instance this executor started (or disconnect from the cluster)."""
+        if self.owned and self.ray.is_initialized():
+            self.ray.shutdown()
+
+    def _new_worker(self):
+        return self.actor_class.options(max_restarts=0, max_task_retries=0, **self.options).remote(
+            self.worker_config, self.save, self.threads)
+
+    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
+        ray = self.ray
+        inputs: Dict[Path, object] = {}  # input path → its bytes in the object store, sent once
+
+        def encoded(path: Path):
+            if path not in inputs:
+                inputs[path] = ray.put(EncodedImage(str(path), Path(path).read_bytes()))
+            return inputs[path]
+
+        queue = collections.deque((pair, 1) for pair in pairs)  # (pair, attempt)
+        workers = [self._new_worker() for _ in range(self.workers)]
+        running: Dict[object, Tuple[int, Pair, int]] = {}  # task → (worker, pair, attempt)
+        try:
+            while queue or running:
+                busy = {slot for slot, _, _ in running.values()}
+                for slot in range(len(workers)):
+                    if slot in busy or not queue:
+                        continue
+                    pair, attempt = queue.popleft()
+                    if on_start is not None:
+                        on_start(pair)
+                    try:
+                        a, b = encoded(pair.a), encoded(pair.b_prime)
+                    except OSError as exc:
+                        yield PairOutcome(pair, "failed", f"{exc.filename}: cannot read it ({exc.strerror or exc})")
+                        continue
+                    running[workers[slot].run.remote(pair, a, b)] = (slot, pair, attempt)
+                if not running:
+                    continue
+                (task,), _ = ray.wait(list(running), num_returns=1)
+                slot, pair, attempt = running.pop(task)
+                try:
+                    outcome, files = ray.get(task)
+                except ray.exceptions.RayTaskError as exc:  # the worker's code raised: a bug, not a death
+                    outcome = PairOutcome(pair, "failed", str(exc.cause if exc.cause else exc).splitlines()[0])
+                except ray.exceptions.RayError as exc:  # the worker process or its node died
+                    ray.kill(workers[slot], no_restart=True)
+                    workers[slot] = self._new_worker()
+                    reason = f"Ray worker died ({type(exc).__name__})"
+                    if attempt <= self.retries:
+                        if on_retry is not None:
+                            on_retry(pair, reason, attempt + 1)
+                        queue.appendleft((pair, attempt + 1))
+                        continue
+                    outcome = PairOutcome(pair, "failed", f"{reason}; tried {attempt} time{'s' * (attempt > 1)}")
+                if outcome.status == "done":
+                    outcome = self._write(outcome, files)
+                yield outcome
+        finally:  # killing the workers cancels their tasks; they write nothing, so there is nothing to clean
+            for worker in workers:
+                ray.kill(worker, no_restart=True)
+            self.close()
+
+    def _write(self, outcome: PairOutcome, files: Dict[str, bytes]) -> PairOutcome:
+        """Write a finished pair's files here, as a local worker would have."""
+        pair = outcome.pair
+
+        def work() -> Dict[str, float]:
+            with output_folder(pair.out):
+                write_pair_files(pair, files, self.config)
+            return outcome.timings
+
+        written = outcome_of(pair, work)
+        written.seconds += outcome.seconds
+        return written

@@ -11,8 +11,12 @@ or node that is lost mid-pair leaves nothing on disk: its pair is tried again on
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
 import signal
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Sequence, Tuple
@@ -30,6 +34,22 @@ def _ray():
     except ImportError:
         raise ConfigError("--executor ray needs Ray, an optional extra: pip install 'analogy[ray]'") from None
     return ray
+
+
+@contextlib.contextmanager
+def _stderr_held_back() -> Iterator[None]:
+    """Send what is written to this process's stderr (file descriptor 2, where Ray's C++ core
+    logs) to a temporary file meanwhile; the caller reports errors in its own words."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class PairWorker:
@@ -69,10 +89,11 @@ class RayExecutor:
             handler = signal.getsignal(signal.SIGTERM)  # ray.init installs its own
             options = dict(logging_level=logging.ERROR, log_to_driver=False)
             try:
-                if address is None:
-                    ray.init(num_cpus=usable_cpus(), include_dashboard=False, **options)
-                else:
-                    ray.init(address=address, **options)
+                with _stderr_held_back():  # Ray's core logs each retry of an unreachable address
+                    if address is None:
+                        ray.init(num_cpus=usable_cpus(), include_dashboard=False, **options)
+                    else:
+                        ray.init(address=address, **options)
             except Exception as exc:  # noqa: BLE001 - Ray raises many kinds (connection, version)
                 raise ConfigError(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None

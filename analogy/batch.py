@@ -191,8 +191,9 @@ def batch(
     save = {"save_nnf": save_nnf, "save_flow": save_flow, "save_confidence": save_confidence}
     names = output_names(**save)
     _check_outputs_spare_inputs(pairs, names)
-    done = [p for p in pairs if resume and is_complete(p, config, names)]
-    todo = [p for p in pairs if p not in done]
+    complete = {p for p in pairs if resume and is_complete(p, config, names)}
+    done = [p for p in pairs if p in complete]
+    todo = [p for p in pairs if p not in complete]
     runner = executor_for(executor, config, save, min(jobs, len(todo)), retries, address) if todo else None
     for pair in done:
         try:

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from multiprocessing import connection
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 
@@ -66,16 +66,53 @@ def executor_for(name: str, config: AnalogyConfig, save: Dict[str, bool], jobs: 
     if address is not None and name != "ray":
         raise ConfigError("--address is for --executor ray")
     if name == "ray":
-        from .ray_executor import RayExecutor, _ray
+        from .ray_executor import RayExecutor, require_ray
 
-        _ray()  # installed? (before the weights are read)
-        load_vgg(config.weights, "cpu")  # the weights load: the workers' will too
+        require_ray()
+    else:
+        devices = _worker_devices(config, jobs)
+        if len(devices) == 1:  # loads the weights here
+            return InlineExecutor(config.replace(device=devices[0] or config.device), save)
+    load_vgg(config.weights, "cpu")  # the workers load them too; an error here is said once
+    if name == "ray":
         return RayExecutor(config, save, jobs, retries, address)
-    devices = _worker_devices(config, jobs)
-    if len(devices) == 1:
-        return InlineExecutor(config.replace(device=devices[0] or config.device), save)
-    load_vgg(config.weights, "cpu")
     return ProcessExecutor(config, save, devices, retries)
+
+
+def set_threads(threads: int) -> None:
+    """The threads of torch and of Numba's parallel kernels in a worker."""
+    import numba
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+class Attempts:
+    """The pairs still to run, each with its attempt number (1, 2, …): a pair whose worker died
+    goes back to the front of the queue until it has had 1 + `retries` attempts."""
+
+    def __init__(self, pairs: Sequence[Pair], retries: int, on_start: OnStart, on_retry: OnRetry) -> None:
+        self.queue = collections.deque((pair, 1) for pair in pairs)
+        self.retries, self.on_start, self.on_retry = retries, on_start, on_retry
+
+    def __bool__(self) -> bool:
+        return bool(self.queue)
+
+    def next(self) -> Tuple[Pair, int]:
+        """The next pair to start, and its attempt number."""
+        pair, attempt = self.queue.popleft()
+        if self.on_start is not None:
+            self.on_start(pair)
+        return pair, attempt
+
+    def died(self, pair: Pair, attempt: int, reason: str) -> Optional[PairOutcome]:
+        """The worker running `pair` died: queue it again, or (out of attempts) its failure."""
+        if attempt <= self.retries:
+            if self.on_retry is not None:
+                self.on_retry(pair, reason, attempt + 1)
+            self.queue.appendleft((pair, attempt + 1))
+            return None
+        return PairOutcome(pair, "failed", f"{reason}; tried {attempt} time{'s' * (attempt > 1)}")
 
 
 class InlineExecutor:
@@ -128,7 +165,7 @@ class ProcessExecutor:
 
     def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
         context = multiprocessing.get_context("spawn")  # fork would copy torch's and Numba's thread pools
-        queue = collections.deque((pair, 1) for pair in pairs)  # (pair, attempt)
+        queue = Attempts(pairs, self.retries, on_start, on_retry)
         fresh = {pair: not pair.out.exists() for pair in pairs}
         workers = [_WorkerProcess(context, self.config, self.save, self.threads, d) for d in self.devices]
         succeeded = False
@@ -136,10 +173,7 @@ class ProcessExecutor:
             while queue or any(w.pair for w in workers):
                 for worker in workers:
                     if worker.pair is None and queue:
-                        pair, attempt = queue.popleft()
-                        if on_start is not None:
-                            on_start(pair)
-                        worker.send(pair, attempt)
+                        worker.send(*queue.next())
                 busy = [w for w in workers if w.pair is not None]
                 ready = set(connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
                 for worker in busy:
@@ -154,12 +188,9 @@ class ProcessExecutor:
                     else:  # it died in the middle of the pair
                         worker.restart()
                         clean_up_after_death(pair, fresh[pair])
-                        if attempt <= self.retries:
-                            if on_retry is not None:
-                                on_retry(pair, value, attempt + 1)
-                            queue.appendleft((pair, attempt + 1))
-                        else:
-                            yield PairOutcome(pair, "failed", f"{value}; tried {attempt} time{'s' * (attempt > 1)}")
+                        failure = queue.died(pair, attempt, value)
+                        if failure is not None:
+                            yield failure
             succeeded = True
         finally:
             for worker in workers:
@@ -238,15 +269,12 @@ def _watch_parent(parent: int) -> None:
 def _worker_main(conn, config: AnalogyConfig, save: Dict[str, bool], threads: int, device: Optional[str],
                  parent: int) -> None:
     global _WORKING
-    import numba
-
     # Ctrl-C in a terminal reaches every process of the group: the batch alone handles it, and
     # stops its workers with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(threads)
     try:
         runner = PairRunner(config if device is None else config.replace(device=device), save)
     except AnalogyError as exc:

@@ -10,7 +10,6 @@ or node that is lost mid-pair leaves nothing on disk: its pair is tried again on
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -23,12 +22,12 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 from .config import AnalogyConfig
 from .errors import ConfigError
-from .executors import OnRetry, OnStart, usable_cpus
+from .executors import Attempts, OnRetry, OnStart, set_threads, usable_cpus
 from .image_io import EncodedImage, output_folder
 from .pairs import Pair, PairOutcome, PairRunner, outcome_of, write_pair_files
 
 
-def _ray():
+def require_ray():
     try:
         import ray
     except ImportError:
@@ -56,11 +55,7 @@ class PairWorker:
     """The body of a Ray worker: a PairRunner with its own thread count."""
 
     def __init__(self, config: AnalogyConfig, save: Dict[str, bool], threads: int) -> None:
-        import numba
-        import torch
-
-        torch.set_num_threads(threads)
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        set_threads(threads)
         self.runner = PairRunner(config, save)
 
     def run(self, pair: Pair, a: EncodedImage, b_prime: EncodedImage) -> Tuple[PairOutcome, Dict[str, bytes]]:
@@ -81,7 +76,7 @@ class RayExecutor:
 
     def __init__(self, config: AnalogyConfig, save: Dict[str, bool], jobs: int, retries: int = 1,
                  address: Optional[str] = None) -> None:
-        ray = self.ray = _ray()
+        ray = self.ray = require_ray()
         self.config, self.save, self.retries = config, save, retries
         self.owned = not ray.is_initialized()  # a Ray the caller started is theirs to shut down
         t0 = time.perf_counter()
@@ -136,7 +131,7 @@ class RayExecutor:
                 inputs[path] = ray.put(EncodedImage(str(path), Path(path).read_bytes()))
             return inputs[path]
 
-        queue = collections.deque((pair, 1) for pair in pairs)  # (pair, attempt)
+        queue = Attempts(pairs, self.retries, on_start, on_retry)
         workers = [self._new_worker() for _ in range(self.workers)]
         running: Dict[object, Tuple[int, Pair, int]] = {}  # task → (worker, pair, attempt)
         try:
@@ -145,9 +140,7 @@ class RayExecutor:
                 for slot in range(len(workers)):
                     if slot in busy or not queue:
                         continue
-                    pair, attempt = queue.popleft()
-                    if on_start is not None:
-                        on_start(pair)
+                    pair, attempt = queue.next()
                     try:
                         a, b = encoded(pair.a), encoded(pair.b_prime)
                     except OSError as exc:
@@ -165,13 +158,9 @@ class RayExecutor:
                 except ray.exceptions.RayError as exc:  # the worker process or its node died
                     ray.kill(workers[slot], no_restart=True)
                     workers[slot] = self._new_worker()
-                    reason = f"Ray worker died ({type(exc).__name__})"
-                    if attempt <= self.retries:
-                        if on_retry is not None:
-                            on_retry(pair, reason, attempt + 1)
-                        queue.appendleft((pair, attempt + 1))
+                    outcome = queue.died(pair, attempt, f"Ray worker died ({type(exc).__name__})")
+                    if outcome is None:
                         continue
-                    outcome = PairOutcome(pair, "failed", f"{reason}; tried {attempt} time{'s' * (attempt > 1)}")
                 if outcome.status == "done":
                     outcome = self._write(outcome, files)
                 yield outcome

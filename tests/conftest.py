@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from analogy import AnalogyConfig, DeviceError, load_image
 from analogy.features import load_vgg
@@ -70,6 +71,16 @@ def starry() -> np.ndarray:
 @pytest.fixture(scope="session")
 def astronaut() -> np.ndarray:
     return load_image(image_path("astronaut.jpg"))
+
+
+@pytest.fixture
+def images(tmp_path, skyline, starry) -> Path:
+    """A folder with two small real images: a.png (a crop of the skyline) and b.png (of the painting)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(skyline[:96, :128]).save(folder / "a.png")
+    Image.fromarray(starry[:96, :112]).save(folder / "b.png")
+    return folder
 
 
 @pytest.fixture

@@ -36,15 +36,6 @@ def _files(folder: Path):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def images(tmp_path, skyline, starry):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    Image.fromarray(skyline[:64, :80]).save(folder / "a.png")
-    Image.fromarray(starry[:64, :72]).save(folder / "style.png")
-    return folder
-
-
 # 1 ------------------------------------------------------------------------------------------------
 def test_1_batch_leaves_part_files_it_did_not_make(tmp_path, images):
     """A user's hidden `.thesis.docx.part` in a pair's folder survives a run, a failing pair and a
@@ -58,7 +49,7 @@ def test_1_batch_leaves_part_files_it_did_not_make(tmp_path, images):
     (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     manifest = images / "pairs.csv"
     for a in ("broken.png", "a.png"):
-        manifest.write_text(f"A,B',output\n{a},style.png,{victim}\n")
+        manifest.write_text(f"A,B',output\n{a},b.png,{victim}\n")
         res = _invoke("batch", manifest, "-o", tmp_path, *SIZE)
         assert res.exit_code == (1 if a == "broken.png" else 0), res.output
         assert (victim / ".thesis.docx.part").read_text() == "my thesis"
@@ -77,7 +68,7 @@ def test_2_output_names_do_not_depend_on_listing_order(tmp_path, images):
     c.mkdir()
     Image.open(images / "a.png").save(c / "a.png")
     Image.open(images / "a.png").save(c / "a.jpg")
-    style = images / "style.png"
+    style = images / "b.png"
     forward = {p.a.name: p.out.name for p in pairs_from_lists([c / "a.png", c / "a.jpg"], [style], tmp_path)}
     backward = {p.a.name: p.out.name for p in pairs_from_lists([c / "a.jpg", c / "a.png"], [style], tmp_path)}
     assert forward == backward and len(set(forward.values())) == 2, forward
@@ -88,7 +79,7 @@ def test_2_resume_redoes_a_pair_whose_inputs_or_options_changed(tmp_path, images
     c.mkdir()
     Image.fromarray(skyline[:64, :80]).save(c / "a.png")
     out = tmp_path / "out"
-    base = ["batch", "--content", c, "--style", images / "style.png", "-o", out, "--size", "48"]
+    base = ["batch", "--content", c, "--style", images / "b.png", "-o", out, "--size", "48"]
     assert _invoke(*base, "-q").exit_code == 0
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
     first = (folder / "A_prime.png").read_bytes()
@@ -117,7 +108,7 @@ def test_3_an_output_may_not_replace_an_input(tmp_path, images):
     d = tmp_path / "d"
     d.mkdir()
     Image.open(images / "a.png").save(d / "A_prime.png")
-    Image.open(images / "style.png").save(d / "style.png")
+    Image.open(images / "b.png").save(d / "style.png")
     before = (d / "A_prime.png").read_bytes()
     res = _invoke(d / "A_prime.png", d / "style.png", "-o", d, *SIZE)
     assert_one_line_error(res, "A_prime.png", "input")
@@ -136,7 +127,7 @@ def test_4_outputs_are_replaced_all_or_nothing(tmp_path, images):
     out.mkdir()
     (out / "A_prime.png").write_bytes(b"previous result")
     (out / "B.png").mkdir()
-    res = _invoke(images / "a.png", images / "style.png", "-o", out, *SIZE)
+    res = _invoke(images / "a.png", images / "b.png", "-o", out, *SIZE)
     assert_one_line_error(res, "B.png")
     assert (out / "A_prime.png").read_bytes() == b"previous result"
     assert sorted(p.name for p in out.iterdir()) == ["A_prime.png", "B.png"]
@@ -144,10 +135,10 @@ def test_4_outputs_are_replaced_all_or_nothing(tmp_path, images):
 
 def test_4_a_failed_run_leaves_no_folder_it_created(tmp_path, images):
     (images / "broken.png").write_bytes(b"not an image")
-    res = _invoke(images / "broken.png", images / "style.png", "-o", tmp_path / "new" / "deeper", *SIZE)
+    res = _invoke(images / "broken.png", images / "b.png", "-o", tmp_path / "new" / "deeper", *SIZE)
     assert_one_line_error(res, "broken.png")
     assert not (tmp_path / "new").exists()
-    res = _invoke("batch", "--content", images / "broken.png", "--style", images / "style.png",
+    res = _invoke("batch", "--content", images / "broken.png", "--style", images / "b.png",
                   "-o", tmp_path / "batch", *SIZE)
     assert res.exit_code == 1 and no_outputs(tmp_path / "batch"), _files(tmp_path / "batch")
 
@@ -178,7 +169,7 @@ def _start_batch(images, out, *extra):
     with Image.open(images / "a.png") as a:
         for i in range(4):
             a.rotate(90 * i, expand=True).save(content / f"c{i}.png")
-    args = ["batch", "--content", content, "--style", images / "style.png", "-o", out, "--size", "160",
+    args = ["batch", "--content", content, "--style", images / "b.png", "-o", out, "--size", "160",
             "-j", "2", *extra]
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -240,8 +231,8 @@ def test_6_workers_exit_when_the_batch_is_killed(tmp_path, images):
 @pytest.mark.parametrize("jobs", ["1", "2"])
 def test_7_option_errors_are_found_once_before_the_workers_start(tmp_path, images, jobs):
     out = tmp_path / "out"
-    res = _invoke("batch", "--content", images / "a.png", "--content", images / "style.png",
-                  "--style", images / "style.png", "-o", out, "-j", jobs, "--weights", tmp_path / "nonexistent",
+    res = _invoke("batch", "--content", images / "a.png", "--content", images / "b.png",
+                  "--style", images / "b.png", "-o", out, "-j", jobs, "--weights", tmp_path / "nonexistent",
                   *SIZE)
     assert_one_line_error(res, "nonexistent")
     assert no_outputs(out)
@@ -255,7 +246,7 @@ def test_8_a_single_run_clears_its_own_stale_temporaries_only(tmp_path, images):
     stale = out / image_io.temporary_name("B.png", "killed")
     stale.write_bytes(b"half a png")
     (out / ".notes.part").write_text("mine")
-    res = _invoke(images / "a.png", images / "style.png", "-o", out, *SIZE)
+    res = _invoke(images / "a.png", images / "b.png", "-o", out, *SIZE)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in out.iterdir()) == [".notes.part", "A_prime.png", "B.png"]
 
@@ -267,7 +258,7 @@ def test_8_sigterm_while_writing_leaves_no_temporary(tmp_path, images):
     code = ("import sys, time; import analogy.image_io as io; "
             "w = io._write_file; io._write_file = lambda path, data: (w(path, data), time.sleep(30))\n"
             "import cli; sys.argv = ['analogy'] + sys.argv[1:]; cli.entry()")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(images / "a.png"), str(images / "style.png"),
+    proc = subprocess.Popen([sys.executable, "-c", code, str(images / "a.png"), str(images / "b.png"),
                              "-o", str(out), *SIZE], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     t0 = time.time()
@@ -287,21 +278,21 @@ def test_9_float_tiff_with_nan_or_inf_is_refused(tmp_path, images, value):
     pixels[10:20, 10:20] = value
     path = tmp_path / "float.tif"
     Image.fromarray(pixels, mode="F").save(path)
-    res = _invoke(path, images / "style.png", "-o", tmp_path / "out", *SIZE)
+    res = _invoke(path, images / "b.png", "-o", tmp_path / "out", *SIZE)
     assert_one_line_error(res, "float.tif", "NaN or infinite")
     assert no_outputs(tmp_path / "out")
 
 
 # 10 -----------------------------------------------------------------------------------------------
 def test_10_seed_beyond_64_bits(tmp_path, images):
-    res = _invoke(images / "a.png", images / "style.png", "-o", tmp_path / "out", *SIZE, "--seed", str(2**70))
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", *SIZE, "--seed", str(2**70))
     assert_one_line_error(res, "seed")
     assert no_outputs(tmp_path / "out")
 
 
 def test_10_weights_file_holding_a_tensor(tmp_path, images):
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
-    res = _invoke(images / "a.png", images / "style.png", "-o", tmp_path / "out", *SIZE,
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", *SIZE,
                   "--weights", tmp_path / "tensor.pt")
     assert_one_line_error(res, "tensor.pt", "state dict")
     assert no_outputs(tmp_path / "out")
@@ -309,7 +300,7 @@ def test_10_weights_file_holding_a_tensor(tmp_path, images):
 
 def test_10_nul_byte_in_a_manifest_row(tmp_path, images):
     manifest = images / "pairs.csv"
-    manifest.write_bytes(b"A,B',output\na.png\0,style.png,x\n")
+    manifest.write_bytes(b"A,B',output\na.png\0,b.png,x\n")
     res = _invoke("batch", manifest, "-o", tmp_path / "out", *SIZE)
     assert_one_line_error(res, "pairs.csv", "NUL")
     assert no_outputs(tmp_path / "out")
@@ -327,7 +318,7 @@ def test_10_cannot_allocate_memory_suggests_a_smaller_size(tmp_path, images, mon
         raise failure
 
     monkeypatch.setattr(analogy.pipeline, "deconvolve", fail)
-    res = _invoke(images / "a.png", images / "style.png", "-o", tmp_path / "out", "--size", "160", "-q")
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "160", "-q")
     assert_one_line_error(res, "out of memory", "--size")
     suggested = int(re.search(r"--size (\d+)", res.output).group(1))
     assert suggested < 160, res.output
@@ -340,9 +331,9 @@ def test_11_output_path_that_is_a_file(tmp_path, images, command):
     taken = tmp_path / "taken"
     taken.write_text("mine")
     if command == "run":
-        res = _invoke(images / "a.png", images / "style.png", "-o", taken, *SIZE)
+        res = _invoke(images / "a.png", images / "b.png", "-o", taken, *SIZE)
     else:
-        res = _invoke("batch", "--content", images / "a.png", "--style", images / "style.png", "-o", taken, *SIZE)
+        res = _invoke("batch", "--content", images / "a.png", "--style", images / "b.png", "-o", taken, *SIZE)
     assert_one_line_error(res, "taken", "not a folder")
     assert taken.read_text() == "mine"
 
@@ -358,7 +349,7 @@ def test_11_disk_full_names_the_output_not_a_temporary(tmp_path, images, monkeyp
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.setattr(analogy.image_io, "_write_file", full)
-    res = _invoke(images / "a.png", images / "style.png", "-o", out, *SIZE)
+    res = _invoke(images / "a.png", images / "b.png", "-o", out, *SIZE)
     assert_one_line_error(res, str(out / "A_prime.png"), "no space left on device")
     assert ".part" not in res.output
     assert sorted(p.name for p in out.iterdir()) == ["A_prime.png"]

@@ -11,21 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from analogy.batch import ManifestError, pairs_from_manifest
 from cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def images(tmp_path, skyline, starry):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    Image.fromarray(skyline[:96, :128]).save(folder / "a.png")
-    Image.fromarray(starry[:96, :112]).save(folder / "b.png")
-    return folder
 
 
 def _manifest(tmp_path, images, output):

@@ -195,7 +195,9 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
 @click.option("-o", "--output", "output", metavar="FOLDER",
               help="Folder under which each pair gets its own folder (required with --content/--style; "
                    "with a manifest, the base of relative output folders, else the manifest's folder).")
-@click.option("--resume", is_flag=True, help="Skip pairs whose outputs are complete; redo the others.")
+@click.option("--resume", is_flag=True,
+              help="Skip pairs whose outputs are complete and were made from the same inputs and options "
+                   "(their analogy.json says so); redo the others.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first pair that fails.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Pairs run at once, each in its own process (CPU cores are split between them; one per GPU on CUDA); "

@@ -316,7 +316,7 @@ def _keep_previous(target: Path) -> Optional[Path]:
     there is no such file (or the file system has no hard links)."""
     if not target.is_file():
         return None
-    link = target.with_name(temporary_name(target.name, "previous-" + os.urandom(4).hex()))
+    link = target.with_name(temporary_name(target.name, "previous_" + os.urandom(4).hex()))
     try:
         os.link(target, link)
     except OSError:

@@ -117,6 +117,9 @@ def pairs_from_manifest(manifest: PathLike, out: Optional[PathLike] = None) -> L
         for key, column in (("a", "A"), ("b_prime", "B′"), ("output", "output")):
             if not cells[key]:
                 raise ManifestError(f"{manifest} line {line}: column {column} is empty")
+            if "\0" in cells[key]:
+                raise ManifestError(f"{manifest} line {line}, column {column}: a NUL byte in the field; "
+                                    f"save the manifest as plain text")
         images = {}
         for key, column in (("a", "A"), ("b_prime", "B′")):
             path = base / cells[key]

@@ -35,7 +35,7 @@ def content(tmp_path, skyline, astronaut, starry):
     return folder, style
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
     """A local Ray instance started by the test: 2 CPUs, no dashboard."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
@@ -61,6 +61,14 @@ def test_ray_batch_gives_the_local_bytes_and_names_the_bad_pair(tmp_path, conten
             assert (tmp_path / "ray" / name / file).read_bytes() == (tmp_path / "local" / name / file).read_bytes()
     assert no_outputs(tmp_path / "ray" / "broken__starry")
     assert ray.is_initialized()  # the caller's Ray is left running
+
+
+def test_fail_fast_on_ray_stops_at_the_first_failure(tmp_path, content, local_ray):
+    folder, style = content
+    pairs = analogy.pairs_from_lists([folder / "broken.png", folder / "sky.png", folder / "face.jpg"], [style], tmp_path)
+    outcomes = list(analogy.batch(pairs, analogy.AnalogyConfig(size=64), executor="ray", jobs=1, fail_fast=True))
+    assert [(o.pair.name, o.status) for o in outcomes] == [("broken__starry", "failed")]
+    assert not list(tmp_path.glob("*/B.png"))
 
 
 def test_without_ray_the_executor_is_a_one_line_error(tmp_path, content, monkeypatch):

@@ -10,6 +10,7 @@ or node that is lost mid-pair leaves nothing on disk: its pair is tried again on
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -125,11 +126,18 @@ class RayExecutor:
     def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
         ray = self.ray
         inputs: Dict[Path, object] = {}  # input path → its bytes in the object store, sent once
+        uses = collections.Counter(path for pair in pairs for path in (pair.a, pair.b_prime))
 
         def encoded(path: Path):
             if path not in inputs:
                 inputs[path] = ray.put(EncodedImage(str(path), Path(path).read_bytes()))
             return inputs[path]
+
+        def finished(pair: Pair) -> None:  # an input no pair needs any more leaves the object store
+            for path in (pair.a, pair.b_prime):
+                uses[path] -= 1
+                if not uses[path]:
+                    inputs.pop(path, None)
 
         queue = Attempts(pairs, self.retries, on_start, on_retry)
         workers = [self._new_worker() for _ in range(self.workers)]
@@ -144,6 +152,7 @@ class RayExecutor:
                     try:
                         a, b = encoded(pair.a), encoded(pair.b_prime)
                     except OSError as exc:
+                        finished(pair)
                         yield PairOutcome(pair, "failed", f"{exc.filename}: cannot read it ({exc.strerror or exc})")
                         continue
                     running[workers[slot].run.remote(pair, a, b)] = (slot, pair, attempt)
@@ -161,6 +170,7 @@ class RayExecutor:
                     outcome = queue.died(pair, attempt, f"Ray worker died ({type(exc).__name__})")
                     if outcome is None:
                         continue
+                finished(pair)
                 if outcome.status == "done":
                     outcome = self._write(outcome, files)
                 yield outcome

@@ -147,8 +147,8 @@ def _check_outputs_spare_inputs(pairs: Sequence[Pair], names: Sequence[str]) -> 
     clash = input_replaced_by(outputs, {p for pair in pairs for p in (pair.a, pair.b_prime)})
     if clash is not None:
         output, image = clash
-        raise ConfigError(f"{output}: pair {outputs[output].name} would write this output over its input "
-                          f"{image}; choose another output folder")
+        raise ConfigError(f"{image}: an input of this batch, which pair {outputs[output].name} would overwrite "
+                          f"with its {output.name}; choose another output folder")
 
 
 def _as_pair(item: Union[Pair, Tuple[PathLike, PathLike, PathLike]]) -> Pair:

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .config import AnalogyConfig
-from .errors import AnalogyError, ConfigError
+from .errors import ConfigError
 from .executors import OnRetry, OnStart, executor_for
-from .image_io import input_replaced_by, output_folder
+from .image_io import clear_stale_temporaries, input_replaced_by
 from .pairs import RECORD, Pair, PairOutcome, is_complete
 from .results import output_names
 
@@ -199,11 +199,7 @@ def batch(
     todo = [p for p in pairs if p not in complete]
     runner = executor_for(executor, config, save, min(jobs, len(todo)), retries, address) if todo else None
     for pair in done:
-        try:
-            with output_folder(pair.out):
-                pass  # clears temporaries a killed run left there
-        except AnalogyError:
-            pass  # another run is writing there: its temporaries are not stale
+        clear_stale_temporaries(pair.out)
         yield PairOutcome(pair, "skipped")
     if runner is None:
         return

@@ -22,7 +22,7 @@ import torch
 
 from .config import AnalogyConfig
 from .errors import AnalogyError, ConfigError, Terminated
-from .image_io import output_folder
+from .image_io import clear_stale_temporaries
 from .pairs import Pair, PairOutcome, PairRunner
 
 OnStart = Optional[Callable[[Pair], None]]
@@ -141,12 +141,7 @@ def death(exitcode: Optional[int]) -> str:
 def clean_up_after_death(pair: Pair, fresh: bool) -> None:
     """Remove what a worker killed in the middle of `pair` left in its folder (temporaries, the
     lock file) and the folder itself if the batch made it and it is empty."""
-    try:
-        with output_folder(pair.out):
-            pass
-    except AnalogyError:  # taken by another run meanwhile: its files are not ours to touch
-        return
-    if fresh:
+    if clear_stale_temporaries(pair.out) and fresh:  # (not when another run took the folder meanwhile)
         try:
             pair.out.rmdir()
         except OSError:

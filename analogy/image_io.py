@@ -244,6 +244,17 @@ def output_folder(folder: Union[str, os.PathLike]) -> Iterator[Path]:
                     break
 
 
+def clear_stale_temporaries(folder: Union[str, os.PathLike]) -> bool:
+    """Remove what a killed run of this tool left in `folder` (its temporaries, its lock file),
+    as output_folder does on entry; False, touching nothing, if another run is writing there."""
+    try:
+        with output_folder(folder):
+            pass
+    except OutputError:
+        return False
+    return True
+
+
 def input_replaced_by(outputs: Iterable[Path], inputs: Iterable[Path]) -> Optional[Tuple[Path, Path]]:
     """(output, input) for the first output path that is the same file as an input, by whatever
     path (links included); None when writing the outputs replaces no input."""

@@ -18,6 +18,7 @@ from .pipeline import AnalogyResult, Progress, run_analogy, working_size
 from .runner import Analogy, analogy
 from .results import save_result
 from .batch import Pair, PairOutcome, batch, pairs_from_lists, pairs_from_manifest
+from .metrics import QualityScores, contextual_similarity, quality_scores, structure_distance
 from . import image_io
 
 __all__ = [
@@ -26,5 +27,6 @@ __all__ = [
     "OutputError", "WeightsError", "BLEND_PRESETS", "LEVEL_NAMES", "working_size",
     "batch", "Pair", "PairOutcome", "pairs_from_lists", "pairs_from_manifest", "FeatureCache",
     "resolve_device", "run_analogy", "VGG19Features", "load_vgg", "Progress", "image_io",
+    "QualityScores", "contextual_similarity", "quality_scores", "structure_distance",
 ]
 __version__ = "0.1.0"

@@ -5,6 +5,7 @@
     python benchmarks/bench.py --pair painting face sketch --sizes 224 --skip-quality --skip-identity
     python benchmarks/bench.py --pair my_a.png my_b.png --device cuda
     python benchmarks/bench.py --batch --sizes 224       # local worker processes against Ray workers
+    python benchmarks/bench.py --manifest --sizes 224 --skip-quality --skip-identity   # the 13 development pairs
 
 For each working size S, both inputs are first resized to S·2 × S·2 (so S = 224 is exactly the
 448×448-pair-at-ratio-0.5 case; `--keep-aspect` keeps their shapes, long side 2·S instead) and
@@ -12,6 +13,7 @@ the analogy runs at working long side S. A warm-up run at the smallest size come
 Numba compilation and allocator warm-up are not counted.
 
 Printed and written to JSON per size:
+  * quality scores of the result (analogy.metrics): style CX(A′, B′), CX(B, A) and structure;
   * wall time end to end and per stage: features, PatchMatch per level and direction,
     deconvolution per level (both directions), fusion, reconstruction;
   * peak process RSS during the run (sampled every 5 ms from /proc) and peak GPU memory on CUDA;
@@ -29,6 +31,7 @@ Printed and written to JSON per size:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -37,7 +40,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -48,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 import analogy  # noqa: E402
 from analogy.features import load_vgg  # noqa: E402
+from analogy.metrics import quality_scores  # noqa: E402
 from analogy.nnf import gridness  # noqa: E402
 from analogy.kernels import kernels_for, resolve_device  # noqa: E402
 from analogy.patchmatch import exact_nnf  # noqa: E402
@@ -61,6 +65,34 @@ PAIRS = {
     "sketch": ("carcassonne_sketch.png", "carcassonne_photo.png"),
 }
 QUALITY_LEVELS = ("relu5_1", "relu4_1", "relu3_1")
+#: The development pairs: a manifest `analogy batch` reads, with the kind of each pair and the
+#: blend level the original recommends for it.
+MANIFEST = SHARED / "pairs.csv"
+
+
+class ManifestPair(NamedTuple):
+    """One pair of a manifest: its name (the output column), image paths, kind and blend level."""
+
+    name: str
+    a: str
+    b_prime: str
+    kind: str = ""
+    blend_level: Optional[int] = None
+
+
+def read_manifest(path: Path) -> List[ManifestPair]:
+    """The pairs of a manifest (columns A, B′, output, and optionally kind and blend_level), image
+    paths relative to the manifest's folder."""
+    if not path.is_file():
+        raise SystemExit(f"manifest {path} not found (the development pairs live in ../shared/images)")
+    pairs = []
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        for row in csv.DictReader(fh):
+            b_prime = row.get("B′") or row.get("B'") or row["Bprime"]
+            level = row.get("blend_level")
+            pairs.append(ManifestPair(row["output"], str(path.parent / row["A"]), str(path.parent / b_prime),
+                                      row.get("kind", ""), int(level) if level else None))
+    return pairs
 
 
 class PeakRSS:
@@ -261,6 +293,7 @@ def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.d
     }
     if device.type == "cuda":
         row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    row["quality"] = quality_scores(result.a_prime, result.b, ia, ib).as_dict()
     flops = 0.0
     for lv, level in zip(result.levels, range(5, 1, -1)):
         for direction, working in (("ab", result.working_size_a), ("ba", result.working_size_b)):
@@ -291,6 +324,9 @@ def print_row(row: Dict, conv: float) -> None:
     if "peak_gpu_mb" in row:
         mem += f", peak GPU {row['peak_gpu_mb']:.0f} MB"
     print(mem)
+    q = row["quality"]
+    print(f"   quality: style A′ {q['style_a_prime']:.3f}, B {q['style_b']:.3f} (CX, higher is better); structure "
+          f"A′ {q['structure_a_prime']:.3f}, B {q['structure_b']:.3f} (lower keeps more layout)")
     limit = conv[row["deconv_precision"]]
     print(f"   deconvolution in {row['deconv_precision']}: {row['deconv_gflop']:.0f} GFLOP of convolution at "
           f"{row['deconv_gflops']:.0f} GFLOP/s ({row['deconv_gflops'] / limit:.0%} of torch's {row['deconv_precision']} "
@@ -365,12 +401,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", nargs="+", default=["painting"],
                         help=f"named pairs ({', '.join(PAIRS)}) or two image paths [default: painting]")
+    parser.add_argument("--manifest", type=Path, nargs="?", const=MANIFEST,
+                        help=f"instead of --pair, every pair of a manifest [default when given alone: {MANIFEST}]")
     parser.add_argument("--sizes", nargs="+", type=int, default=[112, 224, 448], help="working long sides")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--weights", default="caffe")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-aspect", action="store_true", help="keep the inputs' aspect (long side 2·size)")
-    parser.add_argument("--skip-quality", action="store_true", help="no exact NNFs and no kernel throughput")
+    parser.add_argument("--skip-quality", action="store_true", help="no NNF quality (against exact NNFs) and no kernel throughput")
     parser.add_argument("--skip-identity", action="store_true", help="no identity-PSNR run")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--batch", action="store_true",
@@ -383,7 +421,9 @@ def main(argv: Optional[List[str]] = None) -> None:
             args.json.write_text(json.dumps(figures, indent=2))
         return
 
-    if all(name in PAIRS for name in args.pair):
+    if args.manifest:
+        pairs = [(p.a, p.b_prime) for p in read_manifest(args.manifest)]
+    elif all(name in PAIRS for name in args.pair):
         pairs = [PAIRS[name] for name in args.pair]
     elif len(args.pair) == 2:
         pairs = [tuple(args.pair)]

@@ -87,7 +87,11 @@ def _options(f: Callable) -> Callable:
         click.option("--blend-level", type=click.Choice([str(k) for k in BLEND_PRESETS]),
                      help="How much of A's structure A′ keeps: 1 less, 3 more [default: 2]."),
         click.option("--iterations", type=int, help="PatchMatch iterations per level [default: 10]."),
-        click.option("--deconv-iterations", type=int, help="L-BFGS iterations per deconvolution [default: 10]."),
+        click.option("--deconv-iterations", type=int,
+                     help="Most L-BFGS iterations per deconvolution [default: 100, fewer once converged]."),
+        click.option("--preview", is_flag=True,
+                     help="Fast preview: a deconvolution about ten times cheaper; where A's and B′'s colours "
+                          "differ, more of A's colours stay in A′ (and B′'s in B)."),
         click.option("--seed", type=int, help="Seed of the PatchMatch random search [default: 0]."),
         click.option("--weights", help="VGG19 weights: caffe (embedded, default), torchvision (downloads once), or a state-dict path."),
         click.option("--device", type=_Device(), default="auto", show_default=True,
@@ -105,12 +109,15 @@ def _options(f: Callable) -> Callable:
     return f
 
 
-def _config(size, ratio, blend_level, iterations, deconv_iterations, seed, weights, device, photo) -> analogy.AnalogyConfig:
-    """The configuration with the options given on the command line (None: not given, keep the default)."""
+def _config(size, ratio, blend_level, iterations, deconv_iterations, preview, seed, weights, device,
+            photo) -> analogy.AnalogyConfig:
+    """The configuration with the options given on the command line (None: not given, keep the
+    default); --preview first, so that an explicit --deconv-iterations still counts."""
     given = dict(size=size, ratio=ratio, blend_level=int(blend_level) if blend_level else None,
                  iterations=iterations, deconv_iterations=deconv_iterations, seed=seed,
                  weights=weights, device=device, photo=photo or None)
-    return analogy.AnalogyConfig().replace(**{k: v for k, v in given.items() if v is not None})
+    base = analogy.AnalogyConfig().as_preview() if preview else analogy.AnalogyConfig()
+    return base.replace(**{k: v for k, v in given.items() if v is not None})
 
 
 def _one_line_errors(f: Callable) -> Callable:

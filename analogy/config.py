@@ -57,6 +57,16 @@ BLEND_PRESETS = {
     3: (0.9, 0.8, 0.7, 0.2),
 }
 
+#: Where the deconvolution's variable starts (AnalogyConfig.deconv_start).
+DECONV_STARTS = ("voted", "structure")
+
+#: The fast setting for previews (`AnalogyConfig.as_preview`, `--preview`): the deconvolution as this
+#: project first ran it, one level down for 10 L-BFGS iterations from the structure image's own
+#: map. About a tenth of the deconvolution's work, but where A's and B′'s colours differ, much of
+#: A's colour stays in A′ (and B′'s in B): the README's Quality section gives the scores.
+PREVIEW = dict(deconv_layers_down=1, deconv_iterations=10, deconv_start="structure", deconv_tolerance=1e-3,
+               deconv_gradient_tolerance=0.0)
+
 #: Inputs whose shorter side is below this are refused: a 48-px working side is the least that
 #: leaves a 3×3 relu5_1 map for a 3×3 patch, and upscaling a thumbnail further gives nothing useful.
 MIN_INPUT_SIDE = 32
@@ -88,15 +98,21 @@ class AnalogyConfig:
         blend_level: 1, 2 or 3, selects α per level from BLEND_PRESETS (2 is the original's default).
         kappa, tau: sharpness and threshold of the sigmoid mask on normalised ‖F_A‖².
     Deconvolution:
-        deconv_iterations: L-BFGS iterations per level and direction (the original allows 100;
-            starting from the voted features, 10 already remove most of the error). Each iteration
-            costs one forward/backward pass of the sub-network (see deconvolution.py).
-        deconv_layers_down: 1 optimises relu(L-1)_1 itself; 2 optimises relu(L-2)_1 (or the
-            image) as the original does. Either way the variable starts from the structure
-            image's own map at that level (A's for A′, B′'s for B), as in the original. 1 is the
-            default: it costs about two thirds as much and the results look alike (README).
+        deconv_iterations: the most L-BFGS iterations per level and direction (100, as in the
+            original). Each costs one forward and backward pass of the sub-network.
+        deconv_layers_down: 2 optimises relu(L-2)_1 (or the image) and passes it through the
+            sub-network to relu(L-1)_1, as the original does; 1 optimises relu(L-1)_1 itself, a
+            third cheaper per iteration but further from the original's results.
+        deconv_start: where the variable starts. "voted": the appearance image's map at that
+            level (B′'s for A′, A's for B) voted through the NNF resampled to it, as the original
+            does since July 2017; "structure": the structure image's own map (A's for A′, B′'s for
+            B), as its first release did. Starting from the structure's own map, A's colours stay
+            in A′ on pairs whose colours differ (README, Quality).
         deconv_history: L-BFGS history size (4 in the original).
-        deconv_tolerance: stop when an iteration improves the loss by less than this fraction.
+        deconv_tolerance: stop when an iteration improves the loss by less than this fraction
+            (0: never; the original has no such test).
+        deconv_gradient_tolerance: stop when ‖g‖ < this × max(1, ‖x‖), g the gradient of the
+            original's loss ½‖CNN(x) − T‖² (1e-4 in the original; 0: never).
         deconv_precision: "float32", "bfloat16" (the sub-network's convolutions in bfloat16; the
             variable, loss and L-BFGS stay float32) or "auto": bfloat16 where the device computes
             it natively (a CPU with AVX512-BF16 or AMX), else float32. bfloat16 about halves the
@@ -134,10 +150,12 @@ class AnalogyConfig:
     kappa: float = 300.0
     tau: float = 0.05
 
-    deconv_iterations: int = 10
-    deconv_layers_down: int = 1
+    deconv_iterations: int = 100
+    deconv_layers_down: int = 2
+    deconv_start: str = "voted"
     deconv_history: int = 4
-    deconv_tolerance: float = 1e-3
+    deconv_tolerance: float = 0.0
+    deconv_gradient_tolerance: float = 1e-4
     deconv_precision: str = "auto"
 
     final_patch_size: int = 3
@@ -191,6 +209,9 @@ class AnalogyConfig:
                self.deconv_history)
         _check(_is_number(self.deconv_tolerance) and self.deconv_tolerance >= 0, "deconv_tolerance",
                "a number ≥ 0", self.deconv_tolerance)
+        _check(self.deconv_start in DECONV_STARTS, "deconv_start", " or ".join(DECONV_STARTS), self.deconv_start)
+        _check(_is_number(self.deconv_gradient_tolerance) and self.deconv_gradient_tolerance >= 0,
+               "deconv_gradient_tolerance", "a number ≥ 0", self.deconv_gradient_tolerance)
         _check(self.deconv_precision in ("auto", "float32", "bfloat16"), "deconv_precision",
                "auto, float32 or bfloat16", self.deconv_precision)
         _check(isinstance(self.photo, bool), "photo", "True or False", self.photo)
@@ -211,6 +232,10 @@ class AnalogyConfig:
         if unknown:
             raise ConfigError(f"unknown option {unknown[0]!r}; the options are AnalogyConfig's fields")
         return dataclasses.replace(self, **changes)
+
+    def as_preview(self) -> "AnalogyConfig":
+        """A copy with the fast deconvolution meant for previews (see PREVIEW)."""
+        return self.replace(**PREVIEW)
 
     def levels(self) -> Tuple[Level, ...]:
         """The per-level facts, from relu5_1 (coarsest) to relu1_1."""

@@ -2,7 +2,7 @@
 
 Minimises ‖CNN_{L-1}^{L}(R) − T‖² / ‖T‖² with L-BFGS. The optimised variable sits one level
 down (R itself) or two levels down (R = CNN_{L-2}^{L-1}(X), as in the original); it is started
-from the caller's guess (the pipeline passes the structure image's own map, as the original does).
+from the caller's guess (see AnalogyConfig.deconv_start).
 
 The L-BFGS is our own, small one rather than torch.optim.LBFGS: its first step is a Polyak step
 (the target is nearly reachable, so the loss itself tells the step length) instead of a tiny
@@ -12,6 +12,7 @@ errors per level are in `AnalogyResult.levels` (and the benchmark's JSON).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
@@ -38,12 +39,16 @@ def deconvolve(
     iterations: int = 20,
     history: int = 4,
     tolerance: float = 1e-4,
+    gradient_tolerance: float = 0.0,
     bfloat16: bool = False,
     dot: Optional[Callable[[torch.Tensor, torch.Tensor], float]] = None,
 ) -> tuple[torch.Tensor, DeconvInfo]:
     """Features R at level `level − 1` with CNN(R) ≈ `target` (a 1×C×H×W map at `level`).
 
     `init` is the starting point at level `level − layers_down` (the image when that is 0).
+    L-BFGS stops after `iterations`, when an iteration improves the loss by less than the fraction
+    `tolerance`, or at the original's gradient test: ‖g‖ < `gradient_tolerance` · max(1, ‖x‖), g
+    the gradient of ½‖CNN(x) − T‖² (the original's loss, whatever scale the optimiser sees).
     With `bfloat16`, the sub-network's convolutions run in bfloat16 (torch's autocast) while the
     variable, the loss and the L-BFGS stay in float32. Returns R (non-negative, as a relu output
     is) and a DeconvInfo. `dot(a, b)`, the device's dot product of two maps in an order that does
@@ -93,6 +98,15 @@ def deconvolve(
 
         def dot(a: torch.Tensor, b: torch.Tensor) -> float:
             return _dot(a, b, scratch)
+    # The optimiser's loss is the mean squared error; the original's is half the sum of squares.
+    gradient_scale = target.numel() / 2.0
+
+    def converged() -> bool:
+        if gradient_tolerance <= 0:
+            return False
+        gradient = gradient_scale * math.sqrt(dot(grad, grad))
+        return gradient < gradient_tolerance * max(1.0, math.sqrt(dot(x, x)))
+
     loss, grad = evaluate(x)
     evaluations = 1
     losses = [loss]
@@ -103,6 +117,8 @@ def deconvolve(
         for _ in range(iterations):
             if loss * relative < solved:
                 break  # the start already reproduces the target (e.g. an image with itself)
+            if converged():
+                break
             _lbfgs_direction(grad, pairs, scale, direction, dot)
             slope = dot(grad, direction)
             if not slope < 0:  # not a descent direction (lost curvature): restart from the gradient

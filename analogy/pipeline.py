@@ -19,6 +19,7 @@ from .errors import OutOfMemoryError
 from .features import FeatureCache, VGG19Features, load_vgg
 from .fusion import fuse, response_mask
 from .kernels import Kernels, kernels_for, resolve_device
+from .metrics import QualityScores, quality_scores
 from .nnf import consistency_confidence, identity_nnf
 from .patchmatch import SearchFeatures, prepare
 from .reconstruction import reconstruct
@@ -88,7 +89,8 @@ class AnalogyResult:
 
     In photo mode a_prime and b are the WLS-refined images and a_prime_raw, b_raw the voted ones
     before refinement; otherwise the raw ones are the same arrays as a_prime and b. working_nnf_ab
-    and working_nnf_ba are the finest level's NNFs at the working sizes, before resampling."""
+    and working_nnf_ba are the finest level's NNFs at the working sizes, before resampling;
+    image_a and image_b the inputs A and B′ (for `quality`)."""
 
     a_prime: np.ndarray
     b: np.ndarray
@@ -103,6 +105,15 @@ class AnalogyResult:
     confidence_sigma: float = 0.01
     working_nnf_ab: Optional[np.ndarray] = None
     working_nnf_ba: Optional[np.ndarray] = None
+    image_a: Optional[np.ndarray] = None
+    image_b: Optional[np.ndarray] = None
+
+    def quality(self, vgg: Optional[VGG19Features] = None) -> QualityScores:
+        """The result's quality scores (`analogy.metrics`): style of A′ and B, structure of A′ and B,
+        computed on demand from A′, B and the inputs `image_a` (A) and `image_b` (B′)."""
+        if self.image_a is None or self.image_b is None:
+            raise ValueError("this result does not hold its inputs (image_a, image_b), which the scores need")
+        return quality_scores(self.a_prime, self.b, self.image_a, self.image_b, vgg)
 
     def confidence(self, side: str = "ab", sigma: Optional[float] = None) -> np.ndarray:
         """Forward–backward consistency of the NNFs as float32 in [0, 1], computed on demand:
@@ -264,9 +275,10 @@ class _Pyramid:
         config = self.config
         with self.clock("deconvolution", level.name, f"deconv_{direction}_s"):
             warped = self.kernels.vote(appearance[level.layer][0], nnf, level.patch_size)[None]
+            start = self.deconv_start(level, nnf, structure, appearance)
             deconvolved, info = deconvolve(
-                self.vgg, level.layer, warped, structure[level.layer - config.deconv_layers_down],
-                config.deconv_layers_down, config.deconv_iterations, config.deconv_history, config.deconv_tolerance,
+                self.vgg, level.layer, warped, start, config.deconv_layers_down, config.deconv_iterations,
+                config.deconv_history, config.deconv_tolerance, config.deconv_gradient_tolerance,
                 self.bfloat16, self.kernels.dot,
             )
         self.clock.note(level.name, f"deconv_{direction}_loss", (info.initial_loss, info.final_loss))
@@ -274,6 +286,18 @@ class _Pyramid:
         with self.clock("fusion"):
             own = structure[below.layer]
             return fuse(own, deconvolved, below.alpha, response_mask(own, config.kappa, config.tau))
+
+    def deconv_start(self, level: Level, nnf: torch.Tensor, structure: List[torch.Tensor],
+                     appearance: List[torch.Tensor]) -> torch.Tensor:
+        """Where the deconvolution's variable starts, `deconv_layers_down` levels below `level`:
+        the structure image's own map there, or (deconv_start "voted") the appearance image's
+        map there voted through the NNF resampled to that level's grid."""
+        lower = level.layer - self.config.deconv_layers_down
+        if self.config.deconv_start == "structure":
+            return structure[lower]
+        resampled = self.kernels.resample_nnf(nnf, tuple(appearance[level.layer].shape[-2:]),
+                                              tuple(structure[lower].shape[-2:]), tuple(appearance[lower].shape[-2:]))
+        return self.kernels.vote(appearance[lower][0], resampled, level.patch_size)[None]
 
     def upsample(self, nnf: torch.Tensor, target: torch.Tensor, source_below: torch.Tensor,
                  target_below: torch.Tensor) -> torch.Tensor:
@@ -321,5 +345,5 @@ def _run(image_a, image_b, size_a, size_b, config: AnalogyConfig, vgg: VGG19Feat
     return AnalogyResult(
         a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), size_a, size_b, clock.totals,
         [clock.levels[level.name] for level in levels], a_prime_raw, b_raw, config.confidence_sigma,
-        state.nnf_ab.cpu().numpy(), state.nnf_ba.cpu().numpy(),
+        state.nnf_ab.cpu().numpy(), state.nnf_ba.cpu().numpy(), image_a, image_b,
     )

@@ -85,8 +85,9 @@ def images(tmp_path, skyline, starry) -> Path:
 
 @pytest.fixture
 def small_config() -> AnalogyConfig:
-    """Small working size so that a whole analogy takes about a second on two cores."""
-    return AnalogyConfig(size=96)
+    """Small working size and the preview's deconvolution, so that a whole analogy takes about a
+    second on two cores (for tests of everything but the result's quality)."""
+    return AnalogyConfig(size=96).as_preview()
 
 
 def assert_one_line_error(res, *words) -> None:

@@ -12,7 +12,7 @@ from cli import main
 
 from .conftest import assert_one_line_error, no_outputs
 
-SIZE = ["--size", "48", "-q"]
+SIZE = ["--size", "48", "--preview", "-q"]
 
 
 def _lines(res):
@@ -149,7 +149,7 @@ def test_many_frames_use_the_first_and_say_so(tmp_path, good, skyline, fmt):
     frames = [Image.fromarray(skyline[i * 10 : i * 10 + 64, :80]) for i in range(3)]
     frames[0].save(path, save_all=True, append_images=frames[1:])
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, [str(path), str(good), "-o", str(out), "--size", "48"])
+    res = CliRunner().invoke(main, [str(path), str(good), "-o", str(out), "--size", "48", "--preview"])
     assert res.exit_code == 0, res.output
     assert any("3 frames" in line and "first" in line for line in _lines(res)), res.output
     assert np.asarray(Image.open(out / "A_prime.png")).shape == (64, 80, 3)

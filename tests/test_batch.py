@@ -55,7 +55,7 @@ def test_folder_batch_reports_the_corrupt_file_and_writes_the_rest(folders, tmp_
     (content / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # truncated PNG
     (content / "city.png").unlink()
     out = tmp_path / "out"
-    res = _invoke("batch", "--content", content, "--style", style, "-o", out, "--size", SIZE)
+    res = _invoke("batch", "--content", content, "--style", style, "-o", out, "--size", SIZE, "--preview")
     assert res.exit_code == 1, res.output
     for name, source in (("sky__starry", "sky.png"), ("face__starry", "face.jpg")):
         assert Image.open(out / name / "A_prime.png").size == Image.open(content / source).size
@@ -67,7 +67,7 @@ def test_folder_batch_reports_the_corrupt_file_and_writes_the_rest(folders, tmp_
                for l in res.output.splitlines()), res.output
     # a batch pair is the same analogy as a single run (the cached style features change nothing)
     single = tmp_path / "single"
-    assert _invoke(content / "face.jpg", style, "-o", single, "--size", SIZE, "-q").exit_code == 0
+    assert _invoke(content / "face.jpg", style, "-o", single, "--size", SIZE, "--preview", "-q").exit_code == 0
     assert (single / "A_prime.png").read_bytes() == (out / "face__starry" / "A_prime.png").read_bytes()
     assert (single / "B.png").read_bytes() == (out / "face__starry" / "B.png").read_bytes()
 
@@ -78,7 +78,7 @@ def test_killed_batch_leaves_no_partial_image_and_resume_finishes_it(folders, tm
     _save(content / "dusk.png", skyline[100:250, 100:300])
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "cli.py"), "batch", "--content", str(content), "--style", str(style),
-           "-o", str(out), "--size", "64", "-q"]
+           "-o", str(out), "--size", "64", "--preview", "-q"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     try:
@@ -96,7 +96,7 @@ def test_killed_batch_leaves_no_partial_image_and_resume_finishes_it(folders, tm
     assert _images_load(out) >= 2 * len(finished)  # every file named like an image is complete
     stamps = {p: p.stat().st_mtime_ns for name in finished for p in (out / name).glob("*.png")}
 
-    res = _invoke("batch", "--content", content, "--style", style, "-o", out, "--size", "64", "--resume")
+    res = _invoke("batch", "--content", content, "--style", style, "-o", out, "--size", "64", "--preview", "--resume")
     assert res.exit_code == 0, res.output
     assert f"{4 - len(finished)} done, {len(finished)} skipped, 0 failed" in res.output
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the finished pairs were not redone
@@ -109,9 +109,9 @@ def test_jobs_two_gives_the_same_bytes_as_one(folders, tmp_path):
     content, style = folders
     one, two = tmp_path / "one", tmp_path / "two"
     outcomes = list(analogy.batch(analogy.pairs_from_lists([content], [style], one),
-                                  analogy.AnalogyConfig(size=int(SIZE)), jobs=1))
+                                  analogy.AnalogyConfig(size=int(SIZE)).as_preview(), jobs=1))
     assert [o.status for o in outcomes] == ["done"] * 3
-    res = _invoke("batch", "--content", content, "--style", style, "-o", two, "--size", SIZE, "--jobs", "2", "-q")
+    res = _invoke("batch", "--content", content, "--style", style, "-o", two, "--size", SIZE, "--preview", "--jobs", "2", "-q")
     assert res.exit_code == 0, res.output
     files = sorted(p.relative_to(one) for p in one.rglob("*.png"))
     assert len(files) == 6 and files == sorted(p.relative_to(two) for p in two.rglob("*.png"))
@@ -123,10 +123,10 @@ def test_manifest_pairs_relative_to_the_manifest(folders, tmp_path):
     content, style = folders
     manifest = tmp_path / "pairs.csv"
     manifest.write_text("A,B′,output\ncontent/sky.png,style/starry.png,results/first\n", encoding="utf-8")
-    res = _invoke("batch", manifest, "--size", SIZE, "-q")
+    res = _invoke("batch", manifest, "--size", SIZE, "--preview", "-q")
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "results" / "first" / "A_prime.png").size == (160, 120)
-    res = _invoke("batch", manifest, "--size", SIZE, "--resume")
+    res = _invoke("batch", manifest, "--size", SIZE, "--preview", "--resume")
     assert "0 done, 1 skipped" in res.output
 
 
@@ -139,7 +139,7 @@ def test_manifest_pairs_relative_to_the_manifest(folders, tmp_path):
 def test_bad_manifests_give_one_line_errors(folders, tmp_path, text, words):
     manifest = tmp_path / "pairs.csv"
     manifest.write_text(text, encoding="utf-8")
-    res = _invoke("batch", manifest, "--size", SIZE)
+    res = _invoke("batch", manifest, "--size", SIZE, "--preview")
     assert res.exit_code != 0
     lines = [l for l in res.output.strip().splitlines() if l.strip()]
     assert len(lines) == 1, res.output
@@ -150,7 +150,7 @@ def test_bad_manifests_give_one_line_errors(folders, tmp_path, text, words):
 
 def test_single_pair_command_still_works_beside_batch(folders, tmp_path):
     content, style = folders
-    res = _invoke("run", content / "sky.png", style, "-o", tmp_path / "r", "--size", SIZE, "-q")
+    res = _invoke("run", content / "sky.png", style, "-o", tmp_path / "r", "--size", SIZE, "--preview", "-q")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r" / "A_prime.png").exists()
 
@@ -159,7 +159,7 @@ def test_feature_cache_computes_a_shared_style_once(skyline, starry, vgg):
     from analogy.features import FeatureCache
     from analogy.pipeline import run_analogy
 
-    config = analogy.AnalogyConfig(size=int(SIZE))
+    config = analogy.AnalogyConfig(size=int(SIZE)).as_preview()
     a1, a2, style = skyline[:120, :160], skyline[-120:, -150:], starry[:140, :150]
     cache = FeatureCache()
     cached = [run_analogy(a, style, config, vgg, cache=cache, keys=(name, "style"))

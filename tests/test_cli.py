@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from analogy import load_image
+from analogy import AnalogyConfig, load_image
 from cli import main
 
 from .conftest import assert_one_line_error, no_outputs
@@ -38,7 +38,7 @@ def _run(*args):
 def test_end_to_end_writes_both_images_at_input_sizes(pair, tmp_path):
     a, b = pair
     out = tmp_path / "out"
-    res = _run(a, b, "-o", out, "--size", "64", "--save-nnf", "--save-flow")
+    res = _run(a, b, "-o", out, "--size", "64", "--preview", "--save-nnf", "--save-flow")
     assert res.exit_code == 0, res.output
     assert Image.open(out / "A_prime.png").size == (200, 150)
     assert Image.open(out / "B.png").size == (130, 170)
@@ -52,7 +52,7 @@ def test_end_to_end_writes_both_images_at_input_sizes(pair, tmp_path):
 def test_installed_command_quiet(pair, tmp_path):
     a, b = pair
     out = tmp_path / "quiet"
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), str(a), str(b), "-o", str(out), "--size", "48", "-q"],
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), str(a), str(b), "-o", str(out), "--size", "48", "--preview", "-q"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr == ""
@@ -64,7 +64,7 @@ def test_installed_command_quiet(pair, tmp_path):
 def test_missing_file(pair, tmp_path):
     _, b = pair
     out = tmp_path / "o"
-    res = _run(tmp_path / "nope.png", b, "-o", out, "--size", "64")
+    res = _run(tmp_path / "nope.png", b, "-o", out, "--size", "64", "--preview")
     assert_one_line_error(res, "nope.png", "no such file")
     assert no_outputs(out)
 
@@ -74,7 +74,7 @@ def test_text_file_named_png(pair, tmp_path):
     fake = tmp_path / "fake.png"
     fake.write_text("this is not an image\n")
     out = tmp_path / "o"
-    res = _run(fake, b, "-o", out, "--size", "64")
+    res = _run(fake, b, "-o", out, "--size", "64", "--preview")
     assert_one_line_error(res, "fake.png", "not an image")
     assert no_outputs(out)
 
@@ -85,7 +85,7 @@ def test_truncated_png(pair, tmp_path):
     cut = tmp_path / "cut.png"
     cut.write_bytes(data[: len(data) // 2])
     out = tmp_path / "o"
-    res = _run(cut, b, "-o", out, "--size", "64")
+    res = _run(cut, b, "-o", out, "--size", "64", "--preview")
     assert_one_line_error(res, "cut.png", "truncated")
     assert no_outputs(out)
 
@@ -94,7 +94,7 @@ def test_output_folder_that_cannot_be_created(pair, tmp_path):
     a, b = pair
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    res = _run(a, b, "-o", blocker / "sub", "--size", "64")
+    res = _run(a, b, "-o", blocker / "sub", "--size", "64", "--preview")
     assert_one_line_error(res, str(blocker), "is a file, not a folder")
 
 
@@ -105,7 +105,7 @@ def test_read_only_output_folder(pair, tmp_path):
     out.mkdir()
     out.chmod(0o555)
     try:
-        res = _run(a, b, "-o", out, "--size", "64")
+        res = _run(a, b, "-o", out, "--size", "64", "--preview")
         assert_one_line_error(res, "cannot write")
         assert not any(out.iterdir())
     finally:
@@ -127,7 +127,7 @@ def test_cuda_without_gpu_is_a_clear_error(pair, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     a, b = pair
-    res = _run(a, b, "-o", tmp_path / "o", "--device", "cuda", "--size", "64")
+    res = _run(a, b, "-o", tmp_path / "o", "--device", "cuda", "--size", "64", "--preview")
     assert_one_line_error(res, "no cuda device")
 
 
@@ -147,7 +147,7 @@ def test_other_image_kinds_are_converted(tmp_path, skyline, starry):
     assert np.array_equal(load_image(deep)[..., 0], skyline[:70, :90, 0])
     # RGBA at half opacity is flattened onto white, so it gets lighter
     assert load_image(rgba).mean() > starry[:90, :110].mean()
-    res = _run(grey, rgba, "-o", tmp_path / "o", "--size", "48", "-q")
+    res = _run(grey, rgba, "-o", tmp_path / "o", "--size", "48", "--preview", "-q")
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "o" / "A_prime.png").size == (120, 100)
 
@@ -156,7 +156,7 @@ def test_bad_option_values(pair, tmp_path):
     a, b = pair
     res = _run(a, b, "-o", tmp_path / "o", "--size", "10")
     assert_one_line_error(res, "at least 48")
-    res = _run(a, b, "-o", tmp_path / "o", "--weights", "/no/such/weights.pth", "--size", "64")
+    res = _run(a, b, "-o", tmp_path / "o", "--weights", "/no/such/weights.pth", "--size", "64", "--preview")
     assert_one_line_error(res, "weights")
 
 
@@ -175,7 +175,7 @@ def test_device_takes_a_gpu_index(pair, tmp_path):
     a, b = pair
     res = _run(a, b, "-o", tmp_path / "o", "--device", "cuda:x")
     assert res.exit_code == 2 and "cuda:N" in res.output
-    res = _run(a, b, "-o", tmp_path / "o", "--device", "cuda:1", "--size", "64")
+    res = _run(a, b, "-o", tmp_path / "o", "--device", "cuda:1", "--size", "64", "--preview")
     if torch_cuda_available():
         assert res.exit_code == 0 or "cuda" in res.output.lower()
     else:
@@ -198,3 +198,13 @@ def test_installed_package_is_complete(tmp_path):
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_preview_option_gives_the_preview_deconvolution_and_explicit_options_still_count():
+    from cli import _config
+
+    given = dict(size=None, ratio=None, blend_level=None, iterations=None, deconv_iterations=None, seed=None,
+                 weights=None, device="auto", photo=False)
+    assert _config(preview=False, **given) == AnalogyConfig()
+    assert _config(preview=True, **given) == AnalogyConfig().as_preview()
+    assert _config(preview=True, **{**given, "deconv_iterations": 30}).deconv_iterations == 30

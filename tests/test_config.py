@@ -23,6 +23,8 @@ from analogy import AnalogyConfig, ConfigError, LEVEL_NAMES
     ("deconv_iterations", -3, "deconv_iterations must be a whole number ≥ 0"),
     ("deconv_layers_down", 3, "deconv_layers_down must be 1 or 2"),
     ("deconv_tolerance", -0.1, "deconv_tolerance must be a number ≥ 0"),
+    ("deconv_gradient_tolerance", float("inf"), "deconv_gradient_tolerance must be a number ≥ 0"),
+    ("deconv_start", "image", "deconv_start must be voted or structure"),
     ("final_patch_size", 2, "patch sizes must be odd"),
     ("photo", "yes", "photo must be True or False"),
     ("wls_lambda", 0, "wls_lambda must be a number > 0"),
@@ -70,3 +72,12 @@ def test_level_table_follows_the_config():
     assert [lv.iterations for lv in levels] == [1, 2, 3, 4, 5]
     assert [lv.alpha for lv in levels] == [None, 0.9, 0.8, 0.7, 0.2]
     assert len({lv.seed for lv in levels}) == 5 and all(lv.seed >= 7 for lv in levels)
+
+
+def test_defaults_are_the_original_s_deconvolution_and_preview_is_the_fast_one():
+    config = AnalogyConfig()
+    assert (config.deconv_layers_down, config.deconv_iterations, config.deconv_gradient_tolerance) == (2, 100, 1e-4)
+    assert config.deconv_start == "voted" and config.deconv_history == 4
+    preview = config.replace(seed=3, blend_level=3).as_preview()
+    assert (preview.deconv_layers_down, preview.deconv_iterations, preview.deconv_start) == (1, 10, "structure")
+    assert (preview.seed, preview.blend_level) == (3, 3)  # the rest is kept

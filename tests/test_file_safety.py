@@ -25,7 +25,7 @@ from cli import main
 from .conftest import assert_one_line_error, no_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = ["--size", "48", "-q"]
+SIZE = ["--size", "48", "--preview", "-q"]
 
 
 def _invoke(*args):
@@ -79,7 +79,7 @@ def test_2_resume_redoes_a_pair_whose_inputs_or_options_changed(tmp_path, images
     c.mkdir()
     Image.fromarray(skyline[:64, :80]).save(c / "a.png")
     out = tmp_path / "out"
-    base = ["batch", "--content", c, "--style", images / "b.png", "-o", out, "--size", "48"]
+    base = ["batch", "--content", c, "--style", images / "b.png", "-o", out, "--size", "48", "--preview"]
     assert _invoke(*base, "-q").exit_code == 0
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
     first = (folder / "A_prime.png").read_bytes()
@@ -169,7 +169,7 @@ def _start_batch(images, out, *extra):
     with Image.open(images / "a.png") as a:
         for i in range(4):
             a.rotate(90 * i, expand=True).save(content / f"c{i}.png")
-    args = ["batch", "--content", content, "--style", images / "b.png", "-o", out, "--size", "160",
+    args = ["batch", "--content", content, "--style", images / "b.png", "-o", out, "--size", "160", "--preview",
             "-j", "2", *extra]
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -318,7 +318,7 @@ def test_10_cannot_allocate_memory_suggests_a_smaller_size(tmp_path, images, mon
         raise failure
 
     monkeypatch.setattr(analogy.pipeline, "deconvolve", fail)
-    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "160", "-q")
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "160", "--preview", "-q")
     assert_one_line_error(res, "out of memory", "--size")
     suggested = int(re.search(r"--size (\d+)", res.output).group(1))
     assert suggested < 160, res.output

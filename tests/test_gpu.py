@@ -137,7 +137,7 @@ def test_cli_end_to_end_on_cuda(tmp_path, skyline, starry, device_option):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), str(a), str(b), "-o", str(out), "--device", device_option,
-         "--size", "128"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+         "--size", "128", "--preview"], capture_output=True, text=True, cwd=ROOT, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "working sizes" in proc.stderr

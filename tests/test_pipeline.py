@@ -66,7 +66,7 @@ def test_same_seed_gives_identical_bytes(skyline, starry):
 
 
 def test_outputs_have_input_sizes_for_different_shapes(skyline, starry):
-    result = analogy.analogy(skyline, starry, size=64)
+    result = analogy.analogy(skyline, starry, AnalogyConfig(size=64).as_preview())
     assert result.a_prime.shape == skyline.shape and result.b.shape == starry.shape
     assert result.nnf_ab.shape == skyline.shape[:2] + (2,)
     assert result.nnf_ba.shape == starry.shape[:2] + (2,)
@@ -89,6 +89,25 @@ def test_deconvolution_reproduces_its_target(vgg, skyline, starry, level):
     assert abs(rel - info.final_loss) < 1e-3
     assert rel < 0.25 and rel < 0.5 * info.initial_loss
     assert (recovered >= 0).all()
+
+
+def test_deconvolution_stops_at_the_original_s_gradient_tolerance(vgg, starry):
+    """The gradient test is the original's: ‖g‖ < tolerance · max(1, ‖x‖), g the gradient of
+    ½‖CNN(x) − T‖² (whatever scale the optimiser uses). Just above the start's own ratio it stops
+    at once; just below, it goes on."""
+    level = 3
+    fb = vgg.extract(vgg.preprocess(_resize(starry, (64, 80))))
+    target = torch.roll(fb[level], shifts=(1, 1), dims=(2, 3))
+    init = torch.roll(fb[level - 2], shifts=(2, 2), dims=(2, 3))
+    x = init.clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = 0.5 * (vgg.sub_network(level - 2, level)(x) - target).pow(2).sum()
+        (grad,) = torch.autograd.grad(loss, x)
+    ratio = float(grad.norm() / max(1.0, float(init.norm())))
+    for factor, stops_at_once in ((1.01, True), (0.99, False)):
+        _, info = deconvolve(vgg, level, target, init, layers_down=2, iterations=5, tolerance=0.0,
+                             gradient_tolerance=factor * ratio)
+        assert (info.evaluations == 1) == stops_at_once, (factor, info)
 
 
 @pytest.mark.parametrize("level", [5, 2])
@@ -165,7 +184,7 @@ def test_pipeline_search_close_to_global_exact_from_its_real_start(skyline, star
     """The searches the pipeline runs (its fused features, its start: the identity at relu5_1, the
     upsampled NNF below) end close to the global exact NNF of the same features."""
     searches = []
-    analogy.run_analogy(skyline, starry, AnalogyConfig(size=128, device="cpu"), on_search=searches.append)
+    analogy.run_analogy(skyline, starry, AnalogyConfig(size=128, device="cpu").as_preview(), on_search=searches.append)
     assert [(s.level.name, s.direction) for s in searches] == [(n, d) for n in analogy.LEVEL_NAMES for d in ("ab", "ba")]
     ratios = {}
     for s in searches[:6]:  # relu5_1, relu4_1, relu3_1

@@ -45,7 +45,7 @@ def local_ray():
 
 def test_ray_batch_gives_the_local_bytes_and_names_the_bad_pair(tmp_path, content, local_ray):
     folder, style = content
-    config = analogy.AnalogyConfig(size=64)
+    config = analogy.AnalogyConfig(size=64).as_preview()
     outcomes = {}
     for executor, jobs in (("ray", 2), ("local", 1)):
         pairs = analogy.pairs_from_lists([folder], [style], tmp_path / executor)
@@ -66,7 +66,7 @@ def test_ray_batch_gives_the_local_bytes_and_names_the_bad_pair(tmp_path, conten
 def test_fail_fast_on_ray_stops_at_the_first_failure(tmp_path, content, local_ray):
     folder, style = content
     pairs = analogy.pairs_from_lists([folder / "broken.png", folder / "sky.png", folder / "face.jpg"], [style], tmp_path)
-    outcomes = list(analogy.batch(pairs, analogy.AnalogyConfig(size=64), executor="ray", jobs=1, fail_fast=True))
+    outcomes = list(analogy.batch(pairs, analogy.AnalogyConfig(size=64).as_preview(), executor="ray", jobs=1, fail_fast=True))
     assert [(o.pair.name, o.status) for o in outcomes] == [("broken__starry", "failed")]
     assert not list(tmp_path.glob("*/B.png"))
 
@@ -75,7 +75,7 @@ def test_without_ray_the_executor_is_a_one_line_error(tmp_path, content, monkeyp
     folder, style = content
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
     res = CliRunner().invoke(main, ["batch", "--content", str(folder / "sky.png"), "--style", str(style),
-                                    "-o", str(tmp_path / "out"), "--executor", "ray", "--size", "48", "-q"])
+                                    "-o", str(tmp_path / "out"), "--executor", "ray", "--size", "48", "--preview", "-q"])
     assert_one_line_error(res, "pip install 'analogy[ray]'")
     assert no_outputs(tmp_path / "out")
 
@@ -107,7 +107,7 @@ def test_a_killed_ray_worker_has_its_pair_retried(tmp_path, content):
     folder, style = content
     (folder / "broken.png").unlink()
     out = tmp_path / "out"
-    proc = _start(["batch", "--content", folder, "--style", style, "-o", out, "--size", "192",
+    proc = _start(["batch", "--content", folder, "--style", style, "-o", out, "--size", "192", "--preview",
                    "--executor", "ray", "-j", "2"])
     t0 = time.time()
     while not (busy := _ray_workers_running_a_pair()):
@@ -128,7 +128,7 @@ def test_resume_after_an_interrupted_ray_batch_redoes_exactly_the_rest(tmp_path,
     for i in range(3):
         Image.open(folder / "sky.png").rotate(90 * (i + 1), expand=True).save(folder / f"sky{i}.png")
     out = tmp_path / "out"
-    args = ["batch", "--content", folder, "--style", style, "-o", out, "--size", "128", "--executor", "ray"]
+    args = ["batch", "--content", folder, "--style", style, "-o", out, "--size", "128", "--preview", "--executor", "ray"]
     proc = _start(args)
     t0 = time.time()
     while not list(out.glob("*/analogy.json")):

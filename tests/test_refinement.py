@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import analogy
+from analogy.config import PREVIEW
 from analogy import AnalogyConfig, ConfigError
 from analogy.nnf import consistency_confidence, identity_nnf
 from analogy.refinement import WLSSolver, refine_photo, wls_matrix, wls_smooth, wls_weights
@@ -44,7 +45,7 @@ def graded_pair(astronaut):
 
 def test_photo_mode_is_closer_to_the_true_answer(graded_pair):
     a, b_prime, truth = graded_pair
-    result = analogy.analogy(a, b_prime, size=96, blend_level=3, photo=True)
+    result = analogy.analogy(a, b_prime, size=96, blend_level=3, photo=True, **PREVIEW)
     raw, refined = result.a_prime_raw, result.a_prime
     assert refined.shape == raw.shape == a.shape and refined.dtype == np.uint8
     p_raw, p_ref = psnr(raw, truth), psnr(refined, truth)
@@ -61,7 +62,7 @@ def test_photo_mode_is_closer_to_the_true_answer(graded_pair):
 
 def test_without_photo_mode_nothing_is_refined(graded_pair):
     a, b_prime, _ = graded_pair
-    result = analogy.analogy(a, b_prime, size=48)
+    result = analogy.analogy(a, b_prime, size=48, **PREVIEW)
     assert result.a_prime_raw is result.a_prime and result.b_raw is result.b
     assert "refinement" not in result.timings
 
@@ -122,7 +123,7 @@ def test_confidence_of_identity_nnfs_is_exactly_one():
 
 
 def test_confidence_of_an_image_with_itself(skyline):
-    result = analogy.analogy(skyline, skyline, size=64)
+    result = analogy.analogy(skyline, skyline, size=64, **PREVIEW)
     for side in ("ab", "ba"):
         conf = result.confidence(side)
         assert conf.shape == skyline.shape[:2] and conf.dtype == np.float32
@@ -138,7 +139,7 @@ def test_confidence_is_low_where_a_has_no_counterpart(skyline, astronaut):
     a[y0 : y0 + side, x0 : x0 + side] = face
     inside = np.zeros(a.shape[:2], bool)
     inside[y0 : y0 + side, x0 : x0 + side] = True
-    conf = analogy.analogy(a, skyline, size=96).confidence()
+    conf = analogy.analogy(a, skyline, size=96, **PREVIEW).confidence()
     print(f"mean confidence: pasted face {conf[inside].mean():.2f}, elsewhere {conf[~inside].mean():.2f}")
     assert conf[inside].mean() < 0.5
     assert conf[~inside].mean() > 0.8
@@ -149,7 +150,7 @@ def test_cli_photo_and_confidence_files(tmp_path, skyline, astronaut):
     Image.fromarray(skyline[:150, :200]).save(a)
     Image.fromarray(_grade(skyline[10:160, 20:220])).save(b)
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, [str(a), str(b), "-o", str(out), "--size", "64", "--photo", "--save-confidence"])
+    res = CliRunner().invoke(main, [str(a), str(b), "-o", str(out), "--size", "64", "--preview", "--photo", "--save-confidence"])
     assert res.exit_code == 0, res.output
     for name in ("A_prime.png", "B.png", "confidence_ab.png", "confidence_ba.png"):
         assert (out / name).exists(), name

@@ -35,7 +35,7 @@ def test_manifest_outputs_must_stay_inside_the_output_root(tmp_path, images, out
     manifest = _manifest(tmp_path, images, output)
     with pytest.raises(ManifestError, match=r"line 2, column output: .* is outside the output folder"):
         pairs_from_manifest(manifest, out)
-    res = CliRunner().invoke(main, ["batch", str(manifest), "-o", str(out), "--size", "48", "-q"])
+    res = CliRunner().invoke(main, ["batch", str(manifest), "-o", str(out), "--size", "48", "--preview", "-q"])
     assert res.exit_code != 0 and "is outside the output folder" in res.output
     assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output
     assert not (tmp_path / "escaped").exists() and not Path("/tmp/analogy-escaped-abs").exists()
@@ -56,7 +56,7 @@ def test_outputs_get_a_new_files_usual_mode(tmp_path, images, umask):
     proc = subprocess.run(
         [sys.executable, "-c", f"import os, sys; os.umask({umask}); sys.argv = ['analogy'] + sys.argv[1:]; "
                                "import cli; cli.main()",
-         str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48", "-q", "--save-nnf"],
+         str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48", "--preview", "-q", "--save-nnf"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -78,7 +78,7 @@ def _finish(proc):
 @pytest.mark.parametrize("sig,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_while_starting_is_one_line(tmp_path, images, sig, status):
     """While torch is still being imported: no traceback, one line, 128 + the signal."""
-    proc = _start([images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "48"], tmp_path)
+    proc = _start([images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "48", "--preview"], tmp_path)
     time.sleep(0.3)
     proc.send_signal(sig)
     code, lines = _finish(proc)
@@ -103,10 +103,10 @@ def test_interrupt_while_working_leaves_nothing_partial(tmp_path, images, comman
     128 + the signal, and no output or temporary file anywhere under the output folder."""
     out = tmp_path / "out"
     if command == "run":
-        args = [images / "a.png", images / "b.png", "-o", out, "--size", "256", "-q"]
+        args = [images / "a.png", images / "b.png", "-o", out, "--size", "256", "--preview", "-q"]
     else:
         args = ["batch", "--content", images / "a.png", "--content", images / "b.png", "--style", images / "b.png",
-                "-o", out, "--size", "256", "-q", "-j", "2"]
+                "-o", out, "--size", "256", "--preview", "-q", "-j", "2"]
     proc = _start(args, tmp_path)
     _wait_for(out, proc)
     time.sleep(2.0)
@@ -127,7 +127,7 @@ def test_a_run_on_a_folder_another_run_is_writing_is_refused(tmp_path, images):
     from analogy.image_io import LOCK_NAME, output_lock
 
     out = tmp_path / "out"
-    args = ["run", str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48", "-q"]
+    args = ["run", str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48", "--preview", "-q"]
     with output_lock(out):  # as another process would hold it (flock: per open file, so per run)
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 1
@@ -151,7 +151,7 @@ def test_a_batch_skips_a_pair_another_run_is_writing(tmp_path, images):
     other = busy / temporary_name("A_prime.png", "x")
     other.write_bytes(b"being written by the other run")
     args = ["batch", "--content", str(images / "a.png"), "--content", str(images / "b.png"),
-            "--style", str(images / "b.png"), "-o", str(out), "--size", "48", "-q"]
+            "--style", str(images / "b.png"), "-o", str(out), "--size", "48", "--preview", "-q"]
     with output_lock(busy):
         res = CliRunner().invoke(main, args)
     assert res.exit_code == 1 and "another analogy run is writing there" in res.output, res.output

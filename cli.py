@@ -90,7 +90,7 @@ def _options(f: Callable) -> Callable:
         click.option("--deconv-iterations", type=int,
                      help="Most L-BFGS iterations per deconvolution [default: 100, fewer once converged]."),
         click.option("--preview", is_flag=True,
-                     help="Fast preview: a deconvolution about ten times cheaper; where A's and B′'s colours "
+                     help="Fast preview: a deconvolution about fifteen times cheaper; where A's and B′'s colours "
                           "differ, more of A's colours stay in A′ (and B′'s in B)."),
         click.option("--seed", type=int, help="Seed of the PatchMatch random search [default: 0]."),
         click.option("--weights", help="VGG19 weights: caffe (embedded, default), torchvision (downloads once), or a state-dict path."),

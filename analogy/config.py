@@ -60,10 +60,10 @@ BLEND_PRESETS = {
 #: Where the deconvolution's variable starts (AnalogyConfig.deconv_start).
 DECONV_STARTS = ("voted", "structure")
 
-#: The fast setting for previews (`AnalogyConfig.as_preview`, `--preview`): the deconvolution as this
-#: project first ran it, one level down for 10 L-BFGS iterations from the structure image's own
-#: map. About a tenth of the deconvolution's work, but where A's and B′'s colours differ, much of
-#: A's colour stays in A′ (and B′'s in B): the README's Quality section gives the scores.
+#: The fast setting for previews (`AnalogyConfig.as_preview`, `--preview`): the deconvolution as
+#: this project first ran it, one level down for 10 L-BFGS iterations from the structure image's
+#: own map. About a fifteenth of the deconvolution's work, but where A's and B′'s colours differ,
+#: much of A's colour stays in A′ (and B′'s in B): the README's Quality section gives the scores.
 PREVIEW = dict(deconv_layers_down=1, deconv_iterations=10, deconv_start="structure", deconv_tolerance=1e-3,
                deconv_gradient_tolerance=0.0)
 

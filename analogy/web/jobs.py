@@ -18,6 +18,7 @@ import logging
 import math
 import re
 import secrets
+import shlex
 import shutil
 import tempfile
 import threading
@@ -171,7 +172,7 @@ class Job:
     folder: Path
     inputs: Dict[str, dict]  # "a", "bprime" → name, sha256, width, height
     options: Dict[str, Any]  # the fields given
-    command: List[str]  # the command line that makes the same files from A.png and B_prime.png
+    command: List[str]  # the command-line options given (see JobOptions.command_line)
     config: AnalogyConfig
     warnings: List[str]
     state: str = "queued"  # queued, running, done or failed
@@ -338,7 +339,9 @@ class JobQueue:
         options.pop("device")
         record = {"analogy": __version__, "A": job.inputs["a"], "B′": job.inputs["bprime"],
                   "options_given": job.options, "options": options, "device": str(resolve_device(config.device)),
-                  "command": " ".join(["analogy", INPUT_A, INPUT_B, "-o", "OUT", *job.command]),
+                  "command": shlex.join(["analogy", INPUT_A, INPUT_B, "-o", "OUT", *job.command, "--save-nnf",
+                                         "--save-flow", "--save-confidence", "--weights", self.weights,
+                                         "--device", job.config.device]),
                   **job.summary, "created": _iso(job.created)}
         return json.dumps(record, indent=1, ensure_ascii=False) + "\n"
 

@@ -3,6 +3,7 @@
     analogy A.png Bprime.png -o out/          one pair (the `run` subcommand, named or not)
     analogy batch --content photos/ --style starry.jpg -o out/
     analogy batch pairs.csv                   pairs from a manifest
+    analogy serve                             a web page and HTTP API (pip install 'analogy[web]')
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ _STARTUP_HANDLERS = {} if _IN_WORKER else {
 
 import difflib  # noqa: E402
 import functools  # noqa: E402
+import inspect  # noqa: E402
 import re  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -143,6 +145,7 @@ def main() -> None:
     \b
     analogy A.png BPRIME.png -o out/     one pair (same as `analogy run …`)
     analogy batch …                      many pairs (see `analogy batch --help`)
+    analogy serve                        a web page and HTTP API (see `analogy serve --help`)
     """
 
 
@@ -288,6 +291,92 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
         if quiet:
             raise _fail(f"{len(failures)} of {len(pairs)} pairs failed, first {failures[0].pair.name}: {failures[0].error}")
         sys.exit(1)
+
+
+#: Options of `run` that belong to the server rather than to a web job: where it computes, what it
+#: writes (everything), what it prints.
+_SERVER_OPTIONS = ("weights", "device", "save_nnf", "save_flow", "save_confidence", "quiet")
+
+
+def web_job_options(weights: str = "caffe", device: str = "auto"):
+    """The options a web job takes: `run`'s own (those `_config` takes, but the server's), made into
+    a configuration by `_config`, so that the same values give the same bytes and messages as here.
+    An option added to `run` and `_config` (a preview, say) appears on the page and in the API."""
+    from analogy.web.jobs import JobOptions
+
+    taken = set(inspect.signature(_config).parameters) - set(_SERVER_OPTIONS)
+    fields = [p for p in run.params if isinstance(p, click.Option) and p.name in taken]
+
+    def make_config(**values) -> analogy.AnalogyConfig:
+        given = {**dict.fromkeys(p.name for p in fields), **values}
+        return _config(**given, weights=weights, device=device)
+
+    return JobOptions(fields, make_config)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 for every network interface (there is no login: anyone who can "
+                   "reach the port can use it).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: any free one).")
+@click.option("--data", metavar="FOLDER",
+              help="Folder for the jobs' uploads and results; nothing is written elsewhere [default: a temporary "
+                   "folder, removed at exit].")
+@click.option("--workers", type=click.IntRange(min=1), help="Jobs run at once [default: 1 on the CPU, one per GPU].")
+@click.option("--queue", "capacity", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Jobs that may wait; more are refused (HTTP 503 with Retry-After).")
+@click.option("--keep", type=click.FloatRange(min=0), default=60, show_default=True,
+              help="Minutes a finished job's files are kept.")
+@click.option("--max-upload", type=click.FloatRange(min=0, min_open=True), default=25, show_default=True,
+              help="Largest image upload, in MB.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=25_000_000, show_default=True,
+              help="Largest image, in pixels.")
+@click.option("--weights", default="caffe", show_default=True,
+              help="VGG19 weights: caffe (embedded), torchvision (downloads once), or a state-dict path.")
+@click.option("--device", type=_Device(), default="auto", show_default=True,
+              help="Where to compute: auto uses the CUDA GPUs when present and usable (one worker each), else the CPU.")
+@_one_line_errors
+def serve(host: str, port: int, data: Optional[str], workers: Optional[int], capacity: int, keep: float,
+          max_upload: float, max_pixels: int, weights: str, device: str) -> None:
+    """A local web app and HTTP API: drop A and B′ on a page, follow the job, download the results.
+
+    \b
+    analogy serve                         then open http://127.0.0.1:8000/
+    curl -F a=@A.png -F bprime=@B.png -F size=256 http://127.0.0.1:8000/api/jobs
+
+    Needs the web extra: pip install 'analogy[web]'. The API is described at /docs.
+    """
+    from analogy.web import require_web
+
+    require_web()
+    import logging
+
+    from analogy.web.app import Limits, serve as run_server
+    from analogy.web.jobs import JobQueue
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("analogy.web")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    options = web_job_options(weights, device)
+    limits = Limits(upload_bytes=int(max_upload * 1e6), pixels=max_pixels)
+    queue = JobQueue(Path(data) if data else None, weights, device, workers, capacity, keep * 60)
+
+    def announce(url: str) -> None:
+        where = f"jobs in {queue.data}" if data else "jobs in a temporary folder"
+        click.echo(f"analogy serve: open {url} in a browser (API: {url}docs); {len(queue.devices)} "
+                   f"worker{'s' * (len(queue.devices) > 1)}, {where}; Ctrl-C stops it", err=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo("Warning: listening beyond this machine, with no login: anyone who can reach the port "
+                       "can use it", err=True)
+
+    try:
+        run_server(queue, options, limits, host, port, announce)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM, which uvicorn passes on once it has shut down
+        pass
+    click.echo("analogy serve: stopped; every job's files were removed", err=True)
 
 
 def entry() -> None:

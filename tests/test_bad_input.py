@@ -63,6 +63,21 @@ BAD_FILES = {
 }
 
 
+def bad_file_content(kind, rgb) -> bytes:
+    """The bytes of a bad file of BAD_FILES (all but the missing file and the folder)."""
+    if kind == "truncated-png":
+        return _png_bytes(rgb)[:200]
+    if kind == "truncated-jpeg":
+        return _truncated_jpeg(rgb)
+    if kind == "bad-crc":
+        return _bad_crc(rgb)
+    if kind == "tiny":
+        return _png_bytes(rgb[:1, :1])
+    if kind == "thin":
+        return _png_bytes(np.ascontiguousarray(np.resize(rgb, (500, 31, 3))))
+    return kind
+
+
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_bad_file_is_one_line_and_writes_nothing(tmp_path, good, skyline, case):
     kind, words = BAD_FILES[case]
@@ -70,18 +85,8 @@ def test_bad_file_is_one_line_and_writes_nothing(tmp_path, good, skyline, case):
     rgb = skyline[:64, :80]
     if kind == "dir":
         path.mkdir()
-    elif kind == "truncated-png":
-        path.write_bytes(_png_bytes(rgb)[:200])
-    elif kind == "truncated-jpeg":
-        path.write_bytes(_truncated_jpeg(rgb))
-    elif kind == "bad-crc":
-        path.write_bytes(_bad_crc(rgb))
-    elif kind == "tiny":
-        Image.fromarray(rgb[:1, :1]).save(path)
-    elif kind == "thin":
-        Image.fromarray(np.ascontiguousarray(np.resize(rgb, (500, 31, 3)))).save(path)
     elif kind is not None:
-        path.write_bytes(kind)
+        path.write_bytes(bad_file_content(kind, rgb))
     out = tmp_path / "out"
     for a, b in ((path, good), (good, path)):
         res = _run(a, b, out)

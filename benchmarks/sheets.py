@@ -95,6 +95,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--pairs", nargs="+", help=f"named pairs instead of the manifest's: {', '.join(PAIRS)}; "
                         "or names of the manifest's rows (its output column)")
     parser.add_argument("--set", nargs="*", metavar="FIELD=VALUE", help="AnalogyConfig fields, e.g. ratio=1")
+    parser.add_argument("--preview", action="store_true", help="the --preview setting (before --set)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--compare", type=Path, help="an earlier --json to print the scores against")
     args = parser.parse_args(argv)
@@ -104,7 +105,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         pairs = [ManifestPair(name, *PAIRS[name]) for name in args.pairs]
     else:
         pairs = [p for p in read_manifest(args.manifest) if not args.pairs or p.name in args.pairs]
-    runner = analogy.Analogy(analogy.AnalogyConfig(**options))
+    config = analogy.AnalogyConfig()
+    runner = analogy.Analogy((config.as_preview() if args.preview else config).replace(**options))
     print(f"{'pair':24s} {'working A':>9s} {'working B′':>9s} {'time':>6s}  style A′  style B  struct A′ struct B"
           "  gridness a→b b→a")
     figures: Dict[str, dict] = {}
@@ -128,7 +130,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"{'mean':24s} {'':9s} {'':9s} {means['seconds']:5.1f}s  {means['style_a_prime']:8.3f} "
           f"{means['style_b']:8.3f} {means['structure_a_prime']:9.3f} {means['structure_b']:8.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"options": {k: str(v) for k, v in options.items()}, "pairs": figures},
+        args.json.write_text(json.dumps({"preview": args.preview, "options": {k: str(v) for k, v in options.items()},
+                                         "pairs": figures},
                                         indent=2))
     if args.compare:
         compare(json.loads(args.compare.read_text())["pairs"], figures)

@@ -18,7 +18,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 from .config import AnalogyConfig
 from .errors import ConfigError
-from .executors import OnRetry, OnStart, executor_for
+from .executor_base import OnRetry, OnStart
+from .executors import executor_for
 from .image_io import clear_stale_temporaries, input_replaced_by
 from .pairs import RECORD, Pair, PairOutcome, is_complete
 from .results import output_names

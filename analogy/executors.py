@@ -1,7 +1,7 @@
 """Where a batch's pairs run: in this process, in worker processes on this machine, or on a Ray
 cluster. One interface, chosen once by `executor_for`; the same pair gives the same bytes on each.
 
-An executor's `run(pairs, on_start, on_retry)` yields a PairOutcome per pair as it finishes. A
+An executor's `run(pairs, on_start, on_retry)` (see executor_base) yields a PairOutcome per pair as it finishes. A
 worker that dies in the middle of a pair (killed, out of memory, a lost node) costs that pair one
 attempt: it is retried up to `retries` times on a fresh worker, then reported failed with the
 reason; the other pairs go on. Closing the iterator (fail-fast, Ctrl-C) stops the workers, which
@@ -9,39 +9,23 @@ remove what they were writing.
 """
 from __future__ import annotations
 
-import collections
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from multiprocessing import connection
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 
 from .config import AnalogyConfig
 from .errors import AnalogyError, ConfigError, Terminated
+from .executor_base import Attempts, Executor, OnRetry, OnStart, set_threads, usable_cpus
 from .image_io import clear_stale_temporaries
 from .pairs import Pair, PairOutcome, PairRunner
 
-OnStart = Optional[Callable[[Pair], None]]
-#: Called with the pair, the reason its worker died, and the attempt about to start (2, 3, …).
-OnRetry = Optional[Callable[[Pair, str, int], None]]
 EXECUTORS = ("local", "ray")
-
-
-class Executor(Protocol):
-    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
-        """Run every pair; yield its outcome as it finishes."""
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the system has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _worker_devices(config: AnalogyConfig, jobs: int) -> List[Optional[str]]:
@@ -77,42 +61,6 @@ def executor_for(name: str, config: AnalogyConfig, save: Dict[str, bool], jobs: 
     if name == "ray":
         return RayExecutor(config, save, jobs, retries, address)
     return ProcessExecutor(config, save, devices, retries)
-
-
-def set_threads(threads: int) -> None:
-    """The threads of torch and of Numba's parallel kernels in a worker."""
-    import numba
-
-    torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-
-
-class Attempts:
-    """The pairs still to run, each with its attempt number (1, 2, …): a pair whose worker died
-    goes back to the front of the queue until it has had 1 + `retries` attempts."""
-
-    def __init__(self, pairs: Sequence[Pair], retries: int, on_start: OnStart, on_retry: OnRetry) -> None:
-        self.queue = collections.deque((pair, 1) for pair in pairs)
-        self.retries, self.on_start, self.on_retry = retries, on_start, on_retry
-
-    def __bool__(self) -> bool:
-        return bool(self.queue)
-
-    def next(self) -> Tuple[Pair, int]:
-        """The next pair to start, and its attempt number."""
-        pair, attempt = self.queue.popleft()
-        if self.on_start is not None:
-            self.on_start(pair)
-        return pair, attempt
-
-    def died(self, pair: Pair, attempt: int, reason: str) -> Optional[PairOutcome]:
-        """The worker running `pair` died: queue it again, or (out of attempts) its failure."""
-        if attempt <= self.retries:
-            if self.on_retry is not None:
-                self.on_retry(pair, reason, attempt + 1)
-            self.queue.appendleft((pair, attempt + 1))
-            return None
-        return PairOutcome(pair, "failed", f"{reason}; tried {attempt} time{'s' * (attempt > 1)}")
 
 
 class InlineExecutor:

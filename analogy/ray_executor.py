@@ -23,7 +23,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 from .config import AnalogyConfig
 from .errors import ConfigError
-from .executors import Attempts, OnRetry, OnStart, set_threads, usable_cpus
+from .executor_base import Attempts, OnRetry, OnStart, set_threads, usable_cpus
 from .image_io import EncodedImage, output_folder
 from .pairs import Pair, PairOutcome, PairRunner, outcome_of, write_pair_files
 

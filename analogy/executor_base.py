@@ -13,10 +13,13 @@ from .pairs import Pair, PairOutcome
 OnStart = Optional[Callable[[Pair], None]]
 #: Called with the pair, the reason its worker died, and the attempt about to start (2, 3, …).
 OnRetry = Optional[Callable[[Pair, str, int], None]]
+#: Called with a pair and each stage its analogy starts (the progress of run_analogy).
+OnProgress = Optional[Callable[[Pair, str], None]]
 
 
 class Executor(Protocol):
-    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
+    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None,
+            on_progress: OnProgress = None) -> Iterator[PairOutcome]:
         """Run every pair; yield its outcome as it finishes."""
 
 

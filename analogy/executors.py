@@ -9,6 +9,7 @@ remove what they were writing.
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import signal
@@ -21,7 +22,7 @@ import torch
 
 from .config import AnalogyConfig
 from .errors import AnalogyError, ConfigError, Terminated
-from .executor_base import Attempts, Executor, OnRetry, OnStart, set_threads, usable_cpus
+from .executor_base import Attempts, Executor, OnProgress, OnRetry, OnStart, set_threads, usable_cpus
 from .image_io import clear_stale_temporaries
 from .pairs import Pair, PairOutcome, PairRunner
 
@@ -69,11 +70,12 @@ class InlineExecutor:
     def __init__(self, config: AnalogyConfig, save: Dict[str, bool]) -> None:
         self.runner = PairRunner(config, save)
 
-    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
+    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None,
+            on_progress: OnProgress = None) -> Iterator[PairOutcome]:
         for pair in pairs:
             if on_start is not None:
                 on_start(pair)
-            yield self.runner(pair)
+            yield self.runner(pair, None if on_progress is None else functools.partial(on_progress, pair))
 
 
 def death(exitcode: Optional[int]) -> str:
@@ -106,7 +108,8 @@ class ProcessExecutor:
         cpu_workers = sum(d is None for d in devices)
         self.threads = max(1, usable_cpus() // cpu_workers) if cpu_workers else max(1, torch.get_num_threads())
 
-    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
+    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None,
+            on_progress: OnProgress = None) -> Iterator[PairOutcome]:
         context = multiprocessing.get_context("spawn")  # fork would copy torch's and Numba's thread pools
         queue = Attempts(pairs, self.retries, on_start, on_retry)
         fresh = {pair: not pair.out.exists() for pair in pairs}
@@ -124,7 +127,10 @@ class ProcessExecutor:
                         continue
                     pair, attempt = worker.pair, worker.attempt
                     kind, value = worker.receive()
-                    if kind == "done":
+                    if kind == "progress":
+                        if on_progress is not None:
+                            on_progress(pair, value)
+                    elif kind == "done":
                         yield value
                     elif kind == "error":  # the worker could not start: the same for every worker
                         raise AnalogyError(value)
@@ -164,13 +170,17 @@ class _WorkerProcess:
             pass
 
     def receive(self):
-        """("done", outcome), ("error", message) or ("died", reason)."""
-        self.pair = None
+        """("progress", stage) while the pair runs, then ("done", outcome), ("error", message) or
+        ("died", reason), after which the worker is idle."""
         try:
             if self.conn.poll():
-                return self.conn.recv()
+                message = self.conn.recv()
+                if message[0] != "progress":
+                    self.pair = None
+                return message
         except (EOFError, OSError):
             pass
+        self.pair = None
         self.process.join()
         return "died", death(self.process.exitcode)
 
@@ -200,6 +210,15 @@ def _on_sigterm(signum, frame) -> None:
     if _WORKING:
         Terminated.raise_on_signal(signum, frame)  # cleaned up on the way out
     os._exit(128 + signum)  # starting or idle: nothing to clean up, nothing to say
+
+
+def _send(conn, message) -> bool:
+    """Send `message` to the batch; False if the batch is gone (killed: there is no one to tell)."""
+    try:
+        conn.send(message)
+    except OSError:  # BrokenPipeError, mostly
+        return False
+    return True
 
 
 def _watch_parent(parent: int) -> None:
@@ -232,7 +251,7 @@ def _worker_main(conn, config: AnalogyConfig, save: Dict[str, bool], threads: in
             return
         _WORKING = True
         try:
-            outcome = runner(pair)
+            outcome = runner(pair, lambda stage: _send(conn, ("progress", stage)))
         except KeyboardInterrupt:  # SIGTERM: its files are removed; the batch reports the interruption
             os._exit(143)
         _WORKING = False

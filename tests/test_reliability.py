@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from analogy import load_image
 from analogy.batch import ManifestError, pairs_from_manifest
 from cli import main
 
@@ -119,6 +120,24 @@ def test_interrupt_while_working_leaves_nothing_partial(tmp_path, images, comman
     assert len(lines) == 1 and "interrupted" in lines[0], lines
     left = [p.name for p in out.rglob("*") if p.is_file()]
     assert left == [], left
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("command_name", ["run", "batch"])
+def test_a_full_stderr_does_not_stop_the_work(tmp_path, images, command_name):
+    """Issue 24: with stderr on a full device (2>/dev/full), the command exited 1 and wrote
+    nothing. Progress and summary that cannot be written are dropped; the work is done."""
+    out = tmp_path / "out"
+    if command_name == "run":
+        args, folder = [images / "a.png", images / "b.png", "-o", out], out
+    else:
+        args, folder = ["batch", "--content", images / "a.png", "--style", images / "b.png", "-o", out], out / "a__b"
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args), "--size", "48"],
+                              stdout=subprocess.PIPE, stderr=full, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0
+    assert load_image(folder / "A_prime.png").shape == load_image(images / "a.png").shape
+    assert load_image(folder / "B.png").shape == load_image(images / "b.png").shape
 
 
 def test_a_run_on_a_folder_another_run_is_writing_is_refused(tmp_path, images):

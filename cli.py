@@ -11,11 +11,19 @@ import signal
 import sys
 
 
+def _leave(signum: int, line: str = "") -> None:
+    """End the process at once with status 128 + signum, after `line` (if it can be written)."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(128 + signum)
+
+
 def _interrupted_while_starting(signum, frame) -> None:
     # Nothing has been written yet; leave at once rather than with an import's traceback.
-    sys.stderr.write("Error: interrupted while starting; nothing was written\n")
-    sys.stderr.flush()
-    os._exit(128 + signum)
+    _leave(signum, "Error: interrupted while starting; nothing was written\n")
 
 
 # Importing torch takes a second or two; a Ctrl-C or SIGTERM then ends the command quietly. (Not
@@ -40,12 +48,11 @@ import click  # noqa: E402
 import analogy  # noqa: E402
 from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest  # noqa: E402
 from analogy.config import BLEND_PRESETS, DEVICE_PATTERN  # noqa: E402
-from analogy.errors import Terminated  # noqa: E402
+from analogy.errors import (  # noqa: E402
+    Terminated, interrupt_on_signal, quiet_lost_interruptions, raise_if_interrupted,
+)
 from analogy.pipeline import progress_steps  # noqa: E402
 from analogy.results import A_PRIME, B, output_names  # noqa: E402
-
-for _sig, _handler in _STARTUP_HANDLERS.items():  # back to whatever the host process had
-    signal.signal(_sig, _handler)
 
 
 def _fail(message: str) -> "click.ClickException":
@@ -170,17 +177,29 @@ def _config(size, ratio, blend_level, iterations, deconv_iterations, seed, weigh
     return analogy.AnalogyConfig().replace(**{k: v for k, v in given.items() if v is not None})
 
 
+#: Where the command is, for the signal handler (see entry): "starting" until a command's body
+#: runs, "working" while it does, then "done" or "failed".
+_phase = "starting"
+
+
 def _one_line_errors(f: Callable) -> Callable:
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        global _phase
+        _phase, ended = "working", "failed"
         try:
-            return f(*args, **kwargs)
+            result = f(*args, **kwargs)
+            raise_if_interrupted()  # a signal whose interruption was lost on the way
+            ended = "done"
+            return result
         except analogy.AnalogyError as exc:
             raise _fail(str(exc)) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see entry)
             click.echo("Error: interrupted; outputs already written are complete, the rest were not written",
                        err=True)
             sys.exit(143 if isinstance(exc, Terminated) else 130)
+        finally:
+            _phase = ended
 
     return wrapper
 
@@ -331,13 +350,27 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
         sys.exit(1)
 
 
+def _on_signal(signum, frame) -> None:
+    if _phase == "working":  # clean up, one line, 130 or 143 (see _one_line_errors)
+        interrupt_on_signal(signum, frame)
+    elif _phase == "starting":
+        _interrupted_while_starting(signum, frame)
+    else:  # the command has ended and said how; only the interpreter's exit is left
+        _leave(signum, "Error: interrupted while exiting; every output was written\n" if _phase == "done" else "")
+
+
 def entry() -> None:
-    """The installed `analogy` command: `main`, with SIGTERM handled like Ctrl-C (clean-up, one
-    line, exit status 143 rather than 130)."""
-    signal.signal(signal.SIGTERM, Terminated.raise_on_signal)
+    """The installed `analogy` command: `main`, with Ctrl-C and SIGTERM handled at any moment:
+    one line and exit status 130 or 143; in the middle of the work, after its clean-up."""
+    quiet_lost_interruptions()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     main(prog_name="analogy")
 
 
+# Back to whatever the host process had, at the very end: a command's entry() takes over from here.
+for _sig, _handler in _STARTUP_HANDLERS.items():
+    signal.signal(_sig, _handler)
 
 if __name__ == "__main__":
     entry()

@@ -21,7 +21,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import torch
 
 from .config import AnalogyConfig
-from .errors import AnalogyError, ConfigError, Terminated
+from .errors import AnalogyError, ConfigError, interrupt_on_signal, quiet_lost_interruptions
 from .executor_base import Attempts, Executor, OnProgress, OnRetry, OnStart, set_threads, usable_cpus
 from .image_io import clear_stale_temporaries
 from .pairs import Pair, PairOutcome, PairRunner
@@ -208,7 +208,8 @@ _WORKING = False  # whether this worker process is in the middle of a pair
 
 def _on_sigterm(signum, frame) -> None:
     if _WORKING:
-        Terminated.raise_on_signal(signum, frame)  # cleaned up on the way out
+        interrupt_on_signal(signum, frame)  # cleaned up on the way out
+        return  # (a second SIGTERM while it is)
     os._exit(128 + signum)  # starting or idle: nothing to clean up, nothing to say
 
 
@@ -235,12 +236,13 @@ def _worker_main(conn, config: AnalogyConfig, save: Dict[str, bool], threads: in
     # stops its workers with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    quiet_lost_interruptions()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     set_threads(threads)
     try:
         runner = PairRunner(config if device is None else config.replace(device=device), save)
     except AnalogyError as exc:
-        conn.send(("error", str(exc).splitlines()[0]))
+        _send(conn, ("error", str(exc).splitlines()[0]))
         return
     while True:
         try:
@@ -255,4 +257,5 @@ def _worker_main(conn, config: AnalogyConfig, save: Dict[str, bool], threads: in
         except KeyboardInterrupt:  # SIGTERM: its files are removed; the batch reports the interruption
             os._exit(143)
         _WORKING = False
-        conn.send(("done", outcome))
+        if not _send(conn, ("done", outcome)):
+            return

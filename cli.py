@@ -12,11 +12,19 @@ import signal
 import sys
 
 
+def _leave(signum: int, line: str = "") -> None:
+    """End the process at once with status 128 + signum, after `line` (if it can be written)."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(128 + signum)
+
+
 def _interrupted_while_starting(signum, frame) -> None:
     # Nothing has been written yet; leave at once rather than with an import's traceback.
-    sys.stderr.write("Error: interrupted while starting; nothing was written\n")
-    sys.stderr.flush()
-    os._exit(128 + signum)
+    _leave(signum, "Error: interrupted while starting; nothing was written\n")
 
 
 # Importing torch takes a second or two; a Ctrl-C or SIGTERM then ends the command quietly. (Not
@@ -27,6 +35,7 @@ if _IN_WORKER:
 _STARTUP_HANDLERS = {} if _IN_WORKER else {
     sig: signal.signal(sig, _interrupted_while_starting) for sig in (signal.SIGINT, signal.SIGTERM)}
 
+import contextlib  # noqa: E402
 import difflib  # noqa: E402
 import functools  # noqa: E402
 import inspect  # noqa: E402
@@ -41,16 +50,71 @@ import click  # noqa: E402
 import analogy  # noqa: E402
 from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest  # noqa: E402
 from analogy.config import BLEND_PRESETS, DEVICE_PATTERN  # noqa: E402
-from analogy.errors import Terminated  # noqa: E402
+from analogy.errors import (  # noqa: E402
+    Terminated, interrupt_on_signal, quiet_lost_interruptions, raise_if_interrupted,
+)
 from analogy.pipeline import progress_steps  # noqa: E402
 from analogy.results import A_PRIME, B, output_names  # noqa: E402
-
-for _sig, _handler in _STARTUP_HANDLERS.items():  # back to whatever the host process had
-    signal.signal(_sig, _handler)
 
 
 def _fail(message: str) -> "click.ClickException":
     return click.ClickException(message.splitlines()[0] if message else "failed")
+
+
+def _say(line: str) -> None:
+    """A line on stderr for the user to read; dropped if it cannot be written (a full disk, a
+    closed pipe): what the command does does not depend on it."""
+    try:
+        click.echo(line, err=True)
+    except OSError:
+        pass
+
+
+class _Progress:
+    """Progress on stderr: a bar on a terminal; elsewhere (a log file, a pipe) one line per step
+    or stage, "NAME DONE/LENGTH: TEXT", so that the log shows how far the work got. A bar or a
+    line that cannot be written is dropped: progress never stops the work."""
+
+    def __init__(self, length: int, label: str, name: str, **bar_options) -> None:
+        """`label` heads the bar, `name` the lines."""
+        self.length, self.name, self.done = length, name, 0
+        self.bar = (click.progressbar(length=length, label=label, file=sys.stderr, item_show_func=lambda s: s,
+                                      **bar_options) if sys.stderr.isatty() else None)
+
+    def _draw(self, f: Callable, *args) -> None:
+        try:
+            f(*args)
+        except OSError:
+            self.bar = None  # the terminal is gone; the work goes on
+
+    def __enter__(self) -> "_Progress":
+        if self.bar is not None:
+            self._draw(self.bar.__enter__)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self._draw(self.bar.__exit__, *exc)
+
+    def step(self, text: str) -> None:
+        """One more of `length` done (or started), described by `text`."""
+        self.done += 1
+        if self.bar is not None:
+            self._draw(self.bar.update, 1, text)
+        else:
+            _say(f"{self.name} {self.done}/{self.length}: {text}")
+
+    def show(self, text: str) -> None:
+        """What is under way, without a step."""
+        if self.bar is not None:
+            self.bar.current_item = text
+            self._draw(self.bar.render_progress)
+        else:
+            _say(f"{self.name} {self.done}/{self.length}: {text}")
+
+    def say(self, line: str) -> None:
+        """A line of its own (not over the bar)."""
+        _say(f"\n{line}" if self.bar is not None else line)
 
 
 class _DefaultGroup(click.Group):
@@ -122,17 +186,29 @@ def _config(size, ratio, blend_level, iterations, deconv_iterations, preview, se
     return base.replace(**{k: v for k, v in given.items() if v is not None})
 
 
+#: Where the command is, for the signal handler (see entry): "starting" until a command's body
+#: runs, "working" while it does, then "done" or "failed".
+_phase = "starting"
+
+
 def _one_line_errors(f: Callable) -> Callable:
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        global _phase
+        _phase, ended = "working", "failed"
         try:
-            return f(*args, **kwargs)
+            result = f(*args, **kwargs)
+            raise_if_interrupted()  # a signal whose interruption was lost on the way
+            ended = "done"
+            return result
         except analogy.AnalogyError as exc:
             raise _fail(str(exc)) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see entry)
             click.echo("Error: interrupted; outputs already written are complete, the rest were not written",
                        err=True)
             sys.exit(143 if isinstance(exc, Terminated) else 130)
+        finally:
+            _phase = ended
 
     return wrapper
 
@@ -174,7 +250,7 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
         image_a = analogy.load_image(a, "A")
         image_b = analogy.load_image(b_prime, "B′")
     for warning in caught:  # one line each, without Python's file and line
-        click.echo(f"Warning: {warning.message}", err=True)
+        _say(f"Warning: {warning.message}")
     runner = analogy.Analogy(config)
     # Held from here to the end: another run on this folder is refused; on failure, a folder
     # made for this run goes again.
@@ -182,9 +258,8 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
         if quiet:
             result = runner(image_a, image_b)
         else:
-            with click.progressbar(length=progress_steps(config), label="analogy", file=sys.stderr,
-                                   show_eta=False, item_show_func=lambda s: s) as bar:
-                result = runner(image_a, image_b, progress=lambda stage: bar.update(1, stage))
+            with _Progress(progress_steps(config), "analogy", "analogy", show_eta=False) as progress:
+                result = runner(image_a, image_b, progress=progress.step)
         paths = analogy.save_result(result, out_dir, save_nnf=save_nnf, save_flow=save_flow,
                                     save_confidence=save_confidence)
     if not quiet:
@@ -192,9 +267,9 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
         stages = ", ".join(f"{k} {t[k]:.1f}s" for k in
                            ("features", "patchmatch", "deconvolution", "fusion", "reconstruction", "refinement") if k in t)
         (ha, wa), (hb, wb) = result.working_size_a, result.working_size_b
-        click.echo(f"working sizes A {wa}×{ha}, B′ {wb}×{hb}; {stages}; total {t['total']:.1f}s", err=True)
+        _say(f"working sizes A {wa}×{ha}, B′ {wb}×{hb}; {stages}; total {t['total']:.1f}s")
         for path in paths.values():
-            click.echo(f"wrote {Path(path)}", err=True)
+            _say(f"wrote {Path(path)}")
 
 
 @main.command("batch")
@@ -252,41 +327,33 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
     t0 = time.perf_counter()
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures: List[PairOutcome] = []
-
-    def retrying(pair, reason: str, attempt: int) -> None:
-        if not quiet:
-            click.echo(f"\n{pair.name}: {reason}; trying again (attempt {attempt} of {retries + 1})", err=True)
-
     run_batch = functools.partial(analogy.batch, pairs, config, jobs=jobs, resume=resume, fail_fast=fail_fast,
                                   save_nnf=save_nnf, save_flow=save_flow, save_confidence=save_confidence,
-                                  executor=executor, address=address, retries=retries, on_retry=retrying)
-
-    def record(outcome: PairOutcome) -> None:
-        counts[outcome.status] += 1
-        if outcome.status == "failed":
-            failures.append(outcome)
-            if not quiet:
-                click.echo(f"\nfailed: {outcome.pair.name}: {outcome.error}", err=True)
-
+                                  executor=executor, address=address, retries=retries)
     if quiet:
-        for outcome in run_batch():
-            record(outcome)
+        outcomes = run_batch()
     else:
-        with click.progressbar(length=len(pairs), label=f"{len(pairs)} pairs", file=sys.stderr, show_pos=True,
-                               show_eta=True, item_show_func=lambda text: text) as bar:
-            def started(pair) -> None:
-                bar.current_item = f"running {pair.name}"
-                bar.render_progress()
-
-            for outcome in run_batch(on_start=started):
-                record(outcome)
-                bar.update(1, f"{outcome.status} {outcome.pair.name}")
+        progress = _Progress(len(pairs), f"{len(pairs)} pairs", "batch", show_pos=True, show_eta=True)
+        outcomes = run_batch(
+            on_start=lambda pair: progress.show(f"running {pair.name}"),
+            on_progress=lambda pair, stage: progress.show(f"{pair.name}: {stage}"),
+            on_retry=lambda pair, reason, attempt: progress.say(
+                f"{pair.name}: {reason}; trying again (attempt {attempt} of {retries + 1})"))
+    with contextlib.nullcontext() if quiet else progress:
+        for outcome in outcomes:
+            counts[outcome.status] += 1
+            if outcome.status == "failed":
+                failures.append(outcome)
+                if not quiet:
+                    progress.say(f"failed: {outcome.pair.name}: {outcome.error}")
+            if not quiet:
+                progress.step(f"{outcome.status} {outcome.pair.name}")
     if not quiet:
         elapsed = time.perf_counter() - t0
-        click.echo(f"batch: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-                   f"of {len(pairs)} pairs in {elapsed:.1f}s", err=True)
+        _say(f"batch: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
+             f"of {len(pairs)} pairs in {elapsed:.1f}s")
         for outcome in failures:
-            click.echo(f"failed: {outcome.pair.name}: {outcome.error}", err=True)
+            _say(f"failed: {outcome.pair.name}: {outcome.error}")
     if failures:
         if quiet:
             raise _fail(f"{len(failures)} of {len(pairs)} pairs failed, first {failures[0].pair.name}: {failures[0].error}")
@@ -379,13 +446,27 @@ def serve(host: str, port: int, data: Optional[str], workers: Optional[int], cap
     click.echo("analogy serve: stopped; every job's files were removed", err=True)
 
 
+def _on_signal(signum, frame) -> None:
+    if _phase == "working":  # clean up, one line, 130 or 143 (see _one_line_errors)
+        interrupt_on_signal(signum, frame)
+    elif _phase == "starting":
+        _interrupted_while_starting(signum, frame)
+    else:  # the command has ended and said how; only the interpreter's exit is left
+        _leave(signum, "Error: interrupted while exiting; every output was written\n" if _phase == "done" else "")
+
+
 def entry() -> None:
-    """The installed `analogy` command: `main`, with SIGTERM handled like Ctrl-C (clean-up, one
-    line, exit status 143 rather than 130)."""
-    signal.signal(signal.SIGTERM, Terminated.raise_on_signal)
+    """The installed `analogy` command: `main`, with Ctrl-C and SIGTERM handled at any moment:
+    one line and exit status 130 or 143; in the middle of the work, after its clean-up."""
+    quiet_lost_interruptions()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
     main(prog_name="analogy")
 
 
+# Back to whatever the host process had, at the very end: a command's entry() takes over from here.
+for _sig, _handler in _STARTUP_HANDLERS.items():
+    signal.signal(_sig, _handler)
 
 if __name__ == "__main__":
     entry()

@@ -18,7 +18,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 
 from .config import AnalogyConfig
 from .errors import ConfigError
-from .executors import OnRetry, OnStart, executor_for
+from .executor_base import OnProgress, OnRetry, OnStart
+from .executors import executor_for
 from .image_io import clear_stale_temporaries, input_replaced_by
 from .pairs import RECORD, Pair, PairOutcome, is_complete
 from .results import output_names
@@ -173,6 +174,7 @@ def batch(
     retries: int = 1,
     on_start: OnStart = None,
     on_retry: OnRetry = None,
+    on_progress: OnProgress = None,
 ) -> Iterator[PairOutcome]:
     """Run the analogy of every pair and yield a PairOutcome for each as it finishes.
 
@@ -183,7 +185,8 @@ def batch(
     (or one per GPU); `executor="ray"` runs them as Ray tasks (on the cluster at `address`, or a
     local Ray started for the batch). A worker that dies mid-pair costs it one attempt of
     1 + `retries`. The options are checked before any work; results are the same bytes whatever
-    runs them.
+    runs them. `on_start`, `on_progress` and `on_retry` are called as a pair starts, as its analogy
+    starts each stage (not on Ray) and when its worker died and it is tried again.
     """
     config = config or AnalogyConfig()
     pairs = [_as_pair(p) for p in pairs]
@@ -203,7 +206,7 @@ def batch(
         yield PairOutcome(pair, "skipped")
     if runner is None:
         return
-    with contextlib.closing(runner.run(todo, on_start, on_retry)) as outcomes:
+    with contextlib.closing(runner.run(todo, on_start, on_retry, on_progress)) as outcomes:
         for outcome in outcomes:
             yield outcome
             if fail_fast and outcome.status == "failed":

@@ -1,4 +1,10 @@
-"""Errors with messages meant for the user: one line that says what is wrong and what to do."""
+"""Errors with messages meant for the user: one line that says what is wrong and what to do; and
+interruptions (Ctrl-C, SIGTERM), which end the work wherever it is."""
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Optional
 
 
 class AnalogyError(Exception):
@@ -30,13 +36,49 @@ class OutOfMemoryError(AnalogyError, MemoryError):
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised by the SIGTERM handlers of the command line and of batch workers: handled like
-    Ctrl-C (clean-up, no partial file), then exit status 143."""
+    """Raised for SIGTERM by the command line and by batch workers (see interrupt_on_signal):
+    handled like Ctrl-C (clean-up, no partial file), then exit status 143."""
 
-    @staticmethod
-    def raise_on_signal(signum, frame) -> None:
-        """A signal handler: raise Terminated where the main thread is."""
-        raise Terminated()
+
+#: The signal that interrupt_on_signal turned into an exception, while that is on its way.
+_received: Optional[int] = None
+
+
+def interruption(signum: int) -> KeyboardInterrupt:
+    """The exception that stands for signal `signum`: Terminated for SIGTERM, else KeyboardInterrupt."""
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def interrupt_on_signal(signum: int, frame) -> None:
+    """A handler for SIGINT and SIGTERM: raise KeyboardInterrupt or Terminated where the main
+    thread is, and note the signal. Python drops an exception raised in a callback from C code
+    (Numba calls such callbacks while it compiles or loads its kernels) with a traceback and goes
+    on; raise_if_interrupted, called between the stages of the work, raises it again there, and
+    quiet_lost_interruptions keeps the traceback from being printed. A further signal while the
+    first is handled (its clean-up under way) is ignored."""
+    global _received
+    if _received is None:
+        _received = signum
+        raise interruption(signum)
+
+
+def raise_if_interrupted() -> None:
+    """Raise again the interruption of a signal that interrupt_on_signal took, if it was lost
+    (see there); nothing when there was none."""
+    if _received is not None:
+        raise interruption(_received)
+
+
+def _unraisable(unraisable) -> None:
+    if _received is not None and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        return  # an interruption lost in a callback: raised again at the next stage
+    sys.__unraisablehook__(unraisable)
+
+
+def quiet_lost_interruptions() -> None:
+    """Where Python would print an interruption it had to drop ("Exception ignored on calling
+    ctypes callback function"), print nothing: raise_if_interrupted raises it again."""
+    sys.unraisablehook = _unraisable
 
 
 class InputImageWarning(UserWarning):

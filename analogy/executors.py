@@ -1,7 +1,7 @@
 """Where a batch's pairs run: in this process, in worker processes on this machine, or on a Ray
 cluster. One interface, chosen once by `executor_for`; the same pair gives the same bytes on each.
 
-An executor's `run(pairs, on_start, on_retry)` yields a PairOutcome per pair as it finishes. A
+An executor's `run(pairs, on_start, on_retry)` (see executor_base) yields a PairOutcome per pair as it finishes. A
 worker that dies in the middle of a pair (killed, out of memory, a lost node) costs that pair one
 attempt: it is retried up to `retries` times on a fresh worker, then reported failed with the
 reason; the other pairs go on. Closing the iterator (fail-fast, Ctrl-C) stops the workers, which
@@ -9,39 +9,24 @@ remove what they were writing.
 """
 from __future__ import annotations
 
-import collections
+import functools
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from multiprocessing import connection
-from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch
 
 from .config import AnalogyConfig
-from .errors import AnalogyError, ConfigError, Terminated
+from .errors import AnalogyError, ConfigError, interrupt_on_signal, quiet_lost_interruptions
+from .executor_base import Attempts, Executor, OnProgress, OnRetry, OnStart, set_threads, usable_cpus
 from .image_io import clear_stale_temporaries
 from .pairs import Pair, PairOutcome, PairRunner
 
-OnStart = Optional[Callable[[Pair], None]]
-#: Called with the pair, the reason its worker died, and the attempt about to start (2, 3, …).
-OnRetry = Optional[Callable[[Pair, str, int], None]]
 EXECUTORS = ("local", "ray")
-
-
-class Executor(Protocol):
-    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
-        """Run every pair; yield its outcome as it finishes."""
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the system has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _worker_devices(config: AnalogyConfig, jobs: int) -> List[Optional[str]]:
@@ -79,53 +64,18 @@ def executor_for(name: str, config: AnalogyConfig, save: Dict[str, bool], jobs: 
     return ProcessExecutor(config, save, devices, retries)
 
 
-def set_threads(threads: int) -> None:
-    """The threads of torch and of Numba's parallel kernels in a worker."""
-    import numba
-
-    torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-
-
-class Attempts:
-    """The pairs still to run, each with its attempt number (1, 2, …): a pair whose worker died
-    goes back to the front of the queue until it has had 1 + `retries` attempts."""
-
-    def __init__(self, pairs: Sequence[Pair], retries: int, on_start: OnStart, on_retry: OnRetry) -> None:
-        self.queue = collections.deque((pair, 1) for pair in pairs)
-        self.retries, self.on_start, self.on_retry = retries, on_start, on_retry
-
-    def __bool__(self) -> bool:
-        return bool(self.queue)
-
-    def next(self) -> Tuple[Pair, int]:
-        """The next pair to start, and its attempt number."""
-        pair, attempt = self.queue.popleft()
-        if self.on_start is not None:
-            self.on_start(pair)
-        return pair, attempt
-
-    def died(self, pair: Pair, attempt: int, reason: str) -> Optional[PairOutcome]:
-        """The worker running `pair` died: queue it again, or (out of attempts) its failure."""
-        if attempt <= self.retries:
-            if self.on_retry is not None:
-                self.on_retry(pair, reason, attempt + 1)
-            self.queue.appendleft((pair, attempt + 1))
-            return None
-        return PairOutcome(pair, "failed", f"{reason}; tried {attempt} time{'s' * (attempt > 1)}")
-
-
 class InlineExecutor:
     """Pairs one after another in this process."""
 
     def __init__(self, config: AnalogyConfig, save: Dict[str, bool]) -> None:
         self.runner = PairRunner(config, save)
 
-    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
+    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None,
+            on_progress: OnProgress = None) -> Iterator[PairOutcome]:
         for pair in pairs:
             if on_start is not None:
                 on_start(pair)
-            yield self.runner(pair)
+            yield self.runner(pair, None if on_progress is None else functools.partial(on_progress, pair))
 
 
 def death(exitcode: Optional[int]) -> str:
@@ -158,7 +108,8 @@ class ProcessExecutor:
         cpu_workers = sum(d is None for d in devices)
         self.threads = max(1, usable_cpus() // cpu_workers) if cpu_workers else max(1, torch.get_num_threads())
 
-    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
+    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None,
+            on_progress: OnProgress = None) -> Iterator[PairOutcome]:
         context = multiprocessing.get_context("spawn")  # fork would copy torch's and Numba's thread pools
         queue = Attempts(pairs, self.retries, on_start, on_retry)
         fresh = {pair: not pair.out.exists() for pair in pairs}
@@ -176,7 +127,10 @@ class ProcessExecutor:
                         continue
                     pair, attempt = worker.pair, worker.attempt
                     kind, value = worker.receive()
-                    if kind == "done":
+                    if kind == "progress":
+                        if on_progress is not None:
+                            on_progress(pair, value)
+                    elif kind == "done":
                         yield value
                     elif kind == "error":  # the worker could not start: the same for every worker
                         raise AnalogyError(value)
@@ -216,13 +170,17 @@ class _WorkerProcess:
             pass
 
     def receive(self):
-        """("done", outcome), ("error", message) or ("died", reason)."""
-        self.pair = None
+        """("progress", stage) while the pair runs, then ("done", outcome), ("error", message) or
+        ("died", reason), after which the worker is idle."""
         try:
             if self.conn.poll():
-                return self.conn.recv()
+                message = self.conn.recv()
+                if message[0] != "progress":
+                    self.pair = None
+                return message
         except (EOFError, OSError):
             pass
+        self.pair = None
         self.process.join()
         return "died", death(self.process.exitcode)
 
@@ -250,8 +208,18 @@ _WORKING = False  # whether this worker process is in the middle of a pair
 
 def _on_sigterm(signum, frame) -> None:
     if _WORKING:
-        Terminated.raise_on_signal(signum, frame)  # cleaned up on the way out
+        interrupt_on_signal(signum, frame)  # cleaned up on the way out
+        return  # (a second SIGTERM while it is)
     os._exit(128 + signum)  # starting or idle: nothing to clean up, nothing to say
+
+
+def _send(conn, message) -> bool:
+    """Send `message` to the batch; False if the batch is gone (killed: there is no one to tell)."""
+    try:
+        conn.send(message)
+    except OSError:  # BrokenPipeError, mostly
+        return False
+    return True
 
 
 def _watch_parent(parent: int) -> None:
@@ -268,12 +236,13 @@ def _worker_main(conn, config: AnalogyConfig, save: Dict[str, bool], threads: in
     # stops its workers with SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    quiet_lost_interruptions()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     set_threads(threads)
     try:
         runner = PairRunner(config if device is None else config.replace(device=device), save)
     except AnalogyError as exc:
-        conn.send(("error", str(exc).splitlines()[0]))
+        _send(conn, ("error", str(exc).splitlines()[0]))
         return
     while True:
         try:
@@ -284,8 +253,9 @@ def _worker_main(conn, config: AnalogyConfig, save: Dict[str, bool], threads: in
             return
         _WORKING = True
         try:
-            outcome = runner(pair)
+            outcome = runner(pair, lambda stage: _send(conn, ("progress", stage)))
         except KeyboardInterrupt:  # SIGTERM: its files are removed; the batch reports the interruption
             os._exit(143)
         _WORKING = False
-        conn.send(("done", outcome))
+        if not _send(conn, ("done", outcome)):
+            return

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import MIN_INPUT_SIDE
-from .errors import InputImageError, InputImageWarning, OutputError
+from .errors import InputImageError, InputImageWarning, OutputError, raise_if_interrupted
 
 
 
@@ -302,6 +302,7 @@ def write_files_atomically(files: Dict[Path, bytes]) -> None:
             staged[current] = Path(tmp)
             _write_file(Path(tmp), data)
             os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; outputs get a new file's usual mode
+        raise_if_interrupted()  # the last moment to leave nothing written
         for current, tmp in staged.items():
             if not current.exists():
                 created.add(current)

@@ -22,6 +22,7 @@ from .errors import AnalogyError
 from .features import FeatureCache
 from .image_io import ImageLike, file_key, output_folder, write_files_atomically
 from .kernels.common import host_out_of_memory
+from .pipeline import Progress
 from .results import result_files
 
 #: The record of what made a pair's outputs, written with them.
@@ -127,16 +128,17 @@ class PairRunner:
         self.config = config
         self.save = save
 
-    def compute(self, a: ImageLike, b_prime: ImageLike) -> Tuple[Dict[str, bytes], Dict[str, float]]:
+    def compute(self, a: ImageLike, b_prime: ImageLike,
+                progress: Progress = None) -> Tuple[Dict[str, bytes], Dict[str, float]]:
         """The encoded output files of one analogy, and its timings."""
-        result = self.runner(a, b_prime)
+        result = self.runner(a, b_prime, progress)
         return result_files(result, **self.save), dict(result.timings)
 
-    def __call__(self, pair: Pair) -> PairOutcome:
+    def __call__(self, pair: Pair, progress: Progress = None) -> PairOutcome:
         """Run `pair` here and write its files, holding its folder from start to end."""
         def work() -> Dict[str, float]:
             with output_folder(pair.out):
-                files, timings = self.compute(pair.a, pair.b_prime)
+                files, timings = self.compute(pair.a, pair.b_prime, progress)
                 write_pair_files(pair, files, self.config)
             return timings
 

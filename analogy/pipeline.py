@@ -15,7 +15,7 @@ import torch
 
 from .config import LEVEL_NAMES, MIN_WORKING_SIDE, SIZE_MULTIPLE, AnalogyConfig, Level
 from .deconvolution import deconvolve
-from .errors import OutOfMemoryError
+from .errors import OutOfMemoryError, raise_if_interrupted
 from .features import FeatureCache, VGG19Features, load_vgg
 from .fusion import fuse, response_mask
 from .kernels import Kernels, kernels_for, resolve_device
@@ -258,6 +258,7 @@ class _Pyramid:
         with self.clock("patchmatch", level.name, f"patchmatch_{direction}_s"):
             nnf, cost = self.kernels.search(source, target, start, level.patch_size, level.iterations,
                                             level.radius, seed)
+        raise_if_interrupted()  # a signal that came while the kernels were loading
         self.clock.note(level.name, f"cost_{direction}", float(cost.mean()))
         if self.on_search is not None:
             self.on_search(Search(level, direction, source, target, start, nnf, cost))
@@ -281,6 +282,7 @@ class _Pyramid:
                 config.deconv_history, config.deconv_tolerance, config.deconv_gradient_tolerance,
                 self.bfloat16, self.kernels.dot,
             )
+        raise_if_interrupted()
         self.clock.note(level.name, f"deconv_{direction}_loss", (info.initial_loss, info.final_loss))
         self.clock.note(level.name, f"deconv_{direction}_evaluations", info.evaluations)
         with self.clock("fusion"):
@@ -311,7 +313,12 @@ def _run(image_a, image_b, size_a, size_b, config: AnalogyConfig, vgg: VGG19Feat
          keys=(None, None)) -> AnalogyResult:
     clock = _Clock()
     t_start = time.perf_counter()
-    progress("extracting VGG19 features")
+
+    def stage(name: str) -> None:
+        raise_if_interrupted()  # a signal whose interruption was lost on the way (see errors.py)
+        progress(name)
+
+    stage("extracting VGG19 features")
     with clock("features"):
         fa = _features(vgg, image_a, size_a, cache, keys[0])
         fb = _features(vgg, image_b, size_b, cache, keys[1])
@@ -319,9 +326,9 @@ def _run(image_a, image_b, size_a, size_b, config: AnalogyConfig, vgg: VGG19Feat
     levels = config.levels()
     state = pyramid.start(levels[0])
     for level, below in zip(levels, levels[1:] + (None,)):
-        progress(f"{level.name}: PatchMatch" + (f", deconvolution to {below.name}" if below else ""))
+        stage(f"{level.name}: PatchMatch" + (f", deconvolution to {below.name}" if below else ""))
         state = pyramid.step(level, state, below)
-    progress("reconstructing A′ and B")
+    stage("reconstructing A′ and B")
     with clock("reconstruction"):
         shape_a, shape_b = image_a.shape[:2], image_b.shape[:2]
         out_ab = kernels.resample_nnf(state.nnf_ab, size_b, shape_a, shape_b)
@@ -330,7 +337,7 @@ def _run(image_a, image_b, size_a, size_b, config: AnalogyConfig, vgg: VGG19Feat
         b = reconstruct(kernels, image_a, out_ba, config.final_patch_size)
     a_prime_raw, b_raw = a_prime, b
     if config.photo:
-        progress("refining A′ and B (photo mode)")
+        stage("refining A′ and B (photo mode)")
         with clock("refinement"):
             try:
                 a_prime, b = refine_photos([(a_prime_raw, image_a), (b_raw, image_b)],
@@ -342,6 +349,7 @@ def _run(image_a, image_b, size_a, size_b, config: AnalogyConfig, vgg: VGG19Feat
                     f"({wa}×{ha} and {wb}×{hb}); use smaller input images or leave out --photo"
                 ) from None
     clock.totals["total"] = time.perf_counter() - t_start
+    raise_if_interrupted()
     return AnalogyResult(
         a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), size_a, size_b, clock.totals,
         [clock.levels[level.name] for level in levels], a_prime_raw, b_raw, config.confidence_sigma,

@@ -23,7 +23,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 from .config import AnalogyConfig
 from .errors import ConfigError
-from .executors import Attempts, OnRetry, OnStart, set_threads, usable_cpus
+from .executor_base import Attempts, OnProgress, OnRetry, OnStart, set_threads, usable_cpus
 from .image_io import EncodedImage, output_folder
 from .pairs import Pair, PairOutcome, PairRunner, outcome_of, write_pair_files
 
@@ -123,7 +123,9 @@ class RayExecutor:
         return self.actor_class.options(max_restarts=0, max_task_retries=0, **self.options).remote(
             self.worker_config, self.save, self.threads)
 
-    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None) -> Iterator[PairOutcome]:
+    def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None,
+            on_progress: OnProgress = None) -> Iterator[PairOutcome]:
+        """As the Executor protocol says; a Ray worker reports no stages (`on_progress` is not called)."""
         ray = self.ray
         inputs: Dict[Path, object] = {}  # input path → its bytes in the object store, sent once
         uses = collections.Counter(path for pair in pairs for path in (pair.a, pair.b_prime))

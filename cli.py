@@ -51,7 +51,7 @@ import analogy  # noqa: E402
 from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest  # noqa: E402
 from analogy.config import BLEND_PRESETS, DEVICE_PATTERN  # noqa: E402
 from analogy.errors import (  # noqa: E402
-    Terminated, interrupt_on_signal, quiet_lost_interruptions, raise_if_interrupted,
+    Terminated, interrupt_on_signal, interruption_handled, quiet_lost_interruptions, raise_if_interrupted,
 )
 from analogy.pipeline import progress_steps  # noqa: E402
 from analogy.results import A_PRIME, B, output_names  # noqa: E402
@@ -442,7 +442,7 @@ def serve(host: str, port: int, data: Optional[str], workers: Optional[int], cap
     try:
         run_server(queue, options, limits, host, port, announce)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM, which uvicorn passes on once it has shut down
-        pass
+        interruption_handled()  # stopping is how the server ends, not an interrupted command
     click.echo("analogy serve: stopped; every job's files were removed", err=True)
 
 

@@ -69,6 +69,13 @@ def raise_if_interrupted() -> None:
         raise interruption(_received)
 
 
+def interruption_handled() -> None:
+    """Forget the signal interrupt_on_signal took: the command has handled its interruption as its
+    normal end (the server stops on Ctrl-C or SIGTERM), so raise_if_interrupted raises nothing."""
+    global _received
+    _received = None
+
+
 def _unraisable(unraisable) -> None:
     if _received is not None and isinstance(unraisable.exc_value, KeyboardInterrupt):
         return  # an interruption lost in a callback: raised again at the next stage

@@ -247,8 +247,8 @@ class _Pyramid:
         return LevelState(
             a_prime=self.reconstruct(level, below, "ab", nnf_ab, structure=self.fa, appearance=self.fb),
             b=self.reconstruct(level, below, "ba", nnf_ba, structure=self.fb, appearance=self.fa),
-            nnf_ab=self.upsample(nnf_ab, self.fb[level.layer], self.fa[below.layer], self.fb[below.layer]),
-            nnf_ba=self.upsample(nnf_ba, self.fa[level.layer], self.fb[below.layer], self.fa[below.layer]),
+            nnf_ab=self.resample(nnf_ab, self.fb[level.layer], self.fa[below.layer], self.fb[below.layer]),
+            nnf_ba=self.resample(nnf_ba, self.fa[level.layer], self.fb[below.layer], self.fa[below.layer]),
         )
 
     def search(self, level: Level, direction: str, source: SearchFeatures, target: SearchFeatures,
@@ -297,13 +297,12 @@ class _Pyramid:
         lower = level.layer - self.config.deconv_layers_down
         if self.config.deconv_start == "structure":
             return structure[lower]
-        resampled = self.kernels.resample_nnf(nnf, tuple(appearance[level.layer].shape[-2:]),
-                                              tuple(structure[lower].shape[-2:]), tuple(appearance[lower].shape[-2:]))
+        resampled = self.resample(nnf, appearance[level.layer], structure[lower], appearance[lower])
         return self.kernels.vote(appearance[lower][0], resampled, level.patch_size)[None]
 
-    def upsample(self, nnf: torch.Tensor, target: torch.Tensor, source_below: torch.Tensor,
+    def resample(self, nnf: torch.Tensor, target: torch.Tensor, source_below: torch.Tensor,
                  target_below: torch.Tensor) -> torch.Tensor:
-        """An NNF into `target`'s map, taken to the maps one level down (sizes ×2)."""
+        """An NNF into `target`'s map, taken to the maps of a lower level (one level down: sizes ×2)."""
         return self.kernels.resample_nnf(nnf, tuple(target.shape[-2:]), tuple(source_below.shape[-2:]),
                                          tuple(target_below.shape[-2:]))
 

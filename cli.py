@@ -230,7 +230,7 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
     """
     config = _config(**options)
     image_io = analogy.image_io
-    out_dir = image_io.check_output_folder(output)
+    out_dir = image_io.check_output_folder(output, probe=True)
     names = output_names(save_nnf, save_flow, save_confidence)
     clash = image_io.input_replaced_by([out_dir / name for name in names], [a, b_prime])
     if clash is not None:
@@ -312,8 +312,6 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
     else:
         raise _fail("nothing to do: give a MANIFEST or --content and --style (see analogy batch --help)")
     config = _config(**options)
-    if output:
-        analogy.image_io.check_output_folder(output)
     t0 = time.perf_counter()
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures: List[PairOutcome] = []

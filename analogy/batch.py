@@ -20,7 +20,7 @@ from .config import AnalogyConfig
 from .errors import ConfigError
 from .executor_base import OnProgress, OnRetry, OnStart
 from .executors import executor_for
-from .image_io import clear_stale_temporaries, input_replaced_by
+from .image_io import check_output_folder, clear_stale_temporaries, input_replaced_by
 from .pairs import RECORD, Pair, PairOutcome, is_complete
 from .results import output_names
 
@@ -184,8 +184,9 @@ def batch(
     work. `jobs` > 1 runs pairs in that many worker processes, splitting the CPU cores between them
     (or one per GPU); `executor="ray"` runs them as Ray tasks (on the cluster at `address`, or a
     local Ray started for the batch). A worker that dies mid-pair costs it one attempt of
-    1 + `retries`. The options are checked before any work; results are the same bytes whatever
-    runs them. `on_start`, `on_progress` and `on_retry` are called as a pair starts, as its analogy
+    1 + `retries`. The options and output folders are checked when `batch` is called, before any
+    work (which is done as the outcomes are asked for); results are the same bytes whatever runs
+    them. `on_start`, `on_progress` and `on_retry` are called as a pair starts, as its analogy
     starts each stage (not on Ray) and when its worker died and it is tried again.
     """
     config = config or AnalogyConfig()
@@ -200,6 +201,23 @@ def batch(
     complete = {p for p in pairs if resume and is_complete(p, config, names)}
     done = [p for p in pairs if p in complete]
     todo = [p for p in pairs if p not in complete]
+    _check_output_folders(todo)
+    return _outcomes(done, todo, config, save, jobs, fail_fast, executor, address, retries, on_start, on_retry,
+                     on_progress)
+
+
+def _check_output_folders(pairs: Sequence[Pair]) -> None:
+    """OutputError, before any work, if a pair's folder cannot be written or made (a read-only
+    folder or file system, a root that cannot be created): one error, not one per pair."""
+    for parent in dict.fromkeys(pair.out.parent for pair in pairs):
+        check_output_folder(parent, probe=True)
+    for pair in pairs:
+        check_output_folder(pair.out)
+
+
+def _outcomes(done: List[Pair], todo: List[Pair], config: AnalogyConfig, save: Dict[str, bool], jobs: int,
+              fail_fast: bool, executor: str, address: Optional[str], retries: int, on_start: OnStart,
+              on_retry: OnRetry, on_progress: OnProgress) -> Iterator[PairOutcome]:
     runner = executor_for(executor, config, save, min(jobs, len(todo)), retries, address) if todo else None
     for pair in done:
         clear_stale_temporaries(pair.out)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -17,7 +18,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import MIN_INPUT_SIDE
 from .errors import InputImageError, InputImageWarning, OutputError, raise_if_interrupted
-
 
 
 @dataclass(frozen=True)
@@ -153,9 +153,20 @@ def temporary_name(target: str, token: str) -> str:
     return f"{TEMP_PREFIX}{target}.{token}.part"
 
 
-def check_output_folder(folder: Union[str, os.PathLike], create: bool = False) -> Path:
+def _not_writable(folder: Path) -> str:
+    """Why this process cannot write in `folder`, in the errno's own words."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs on Windows)
+        read_only = False
+    return os.strerror(errno.EROFS if read_only else errno.EACCES)
+
+
+def check_output_folder(folder: Union[str, os.PathLike], create: bool = False, probe: bool = False) -> Path:
     """Check that `folder` is, or can be made, a folder this process writes in (OutputError with
-    what to do if not), creating it and its missing parents when `create`."""
+    what to do if not), creating it and its missing parents when `create`. With `probe`, a folder
+    that does not exist yet is checked by making its first missing parent and removing it again
+    (a name the file system refuses, a link to nowhere, /proc are only found that way)."""
     folder = Path(folder)
     existing = folder
     while not existing.exists() and existing.parent != existing:
@@ -163,12 +174,23 @@ def check_output_folder(folder: Union[str, os.PathLike], create: bool = False) -
     if not existing.is_dir():
         raise OutputError(f"{existing}: is a file, not a folder; choose a folder for the outputs")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{existing}: cannot write there (permission denied); choose another output folder")
+        raise OutputError(f"{existing}: cannot write there ({_not_writable(existing)}); "
+                          f"choose another output folder")
     if create:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"{folder}: cannot create it ({exc.strerror or exc}); choose another output folder") from None
+            raise OutputError(f"{folder}: cannot create it ({exc.strerror or exc}); "
+                              f"choose another output folder") from None
+    elif probe and not folder.exists():
+        first = next(p for p in (folder, *folder.parents) if p.parent == existing)
+        try:
+            first.mkdir()
+        except OSError as exc:
+            raise OutputError(f"{first}: cannot create it ({exc.strerror or exc}); "
+                              f"choose another output folder") from None
+        with contextlib.suppress(OSError):  # (unless another run has begun to use it)
+            first.rmdir()
     return folder
 
 
@@ -199,12 +221,13 @@ def output_lock(folder: Union[str, os.PathLike]) -> Iterator[None]:
         return
     folder = check_output_folder(folder, create=True)
     path = folder / LOCK_NAME
-    busy = OutputError(f"{folder}: another analogy run is writing there; wait for it to finish or choose another "
-                       f"output folder")
+    busy = OutputError(f"{folder}: another analogy run is writing there; wait for it to finish or choose "
+                       f"another output folder")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
-        raise OutputError(f"{folder}: cannot write there ({exc.strerror or exc}); choose another output folder") from None
+        raise OutputError(f"{folder}: cannot write there ({exc.strerror or exc}); "
+                          f"choose another output folder") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if os.fstat(fd).st_ino != os.stat(path).st_ino:  # its holder removed it as we opened it

@@ -1,0 +1,83 @@
+"""The last unclear messages (issue 24, items 2–5 and 7–9): each case gives one line that says what
+is wrong and what to do, a non-zero exit status, and nothing written; each is refused before any
+work. Each test is named after its item."""
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+
+from .conftest import assert_one_line_error, no_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = ["--size", "48", "-q"]
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _can_mount_read_only() -> bool:
+    """Whether this system lets an unprivileged user namespace bind-mount a folder read-only."""
+    if not shutil.which("unshare") or not Path("/proc/self/ns/user").exists():
+        return False
+    probe = 'mount --bind -o ro "$0" "$0" && ! touch "$0/x" 2>/dev/null'
+    with tempfile.TemporaryDirectory() as folder:
+        return subprocess.run(["unshare", "-rm", "sh", "-c", probe, folder], capture_output=True).returncode == 0
+
+
+def _on_read_only_folder(folder: Path, *args):
+    """`analogy ARGS` with `folder` on a read-only file system: a read-only bind mount of it, seen
+    only by the command (its own user and mount namespaces), so nothing needs privileges."""
+    script = 'mount --bind -o ro "$0" "$0" && exec "$@"'
+    return subprocess.run(["unshare", "-rm", "sh", "-c", script, str(folder), sys.executable, str(ROOT / "cli.py"),
+                           *map(str, args)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def _one_line(proc, *words):
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, lines
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+# 2 ------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare and user namespaces to mount read-only")
+def test_2_read_only_file_system_says_so(tmp_path, images):
+    """It said "permission denied"; the errno's own words are "Read-only file system"."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    proc = _on_read_only_folder(folder, images / "a.png", images / "b.png", "-o", folder / "out", "--size", "48")
+    _one_line(proc, f"{folder}: cannot write there (Read-only file system)", "choose another output folder")
+    assert no_outputs(folder)
+
+
+# 3 ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["a link to nowhere", "/proc"])
+def test_3_batch_output_root_that_cannot_be_made_is_refused_before_any_work(tmp_path, images, where):
+    """It printed "1 pairs" and then failed each pair alike; now one line before any pair."""
+    if where == "/proc":
+        if not Path("/proc/self").exists():
+            pytest.skip("no /proc here")
+        root, first = Path("/proc/analogy-test/out"), "/proc/analogy-test"
+    else:
+        (tmp_path / "link").symlink_to(tmp_path / "nowhere" / "at-all")
+        root, first = tmp_path / "link" / "out", str(tmp_path / "link")
+    res = _invoke("batch", "--content", images / "a.png", "--content", images / "b.png", "--style", images / "b.png",
+                  "-o", root, "--size", "48")
+    assert_one_line_error(res, f"{first}: cannot create it (", "choose another output folder")
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare and user namespaces to mount read-only")
+def test_3_manifest_in_a_read_only_folder_is_refused_before_any_work(tmp_path, images):
+    """Without -o the outputs go beside the manifest: a read-only folder is one line up front."""
+    (images / "pairs.csv").write_text("A,B',output\na.png,b.png,x\nb.png,a.png,y\n", encoding="utf-8")
+    proc = _on_read_only_folder(images, "batch", images / "pairs.csv", "--size", "48")
+    _one_line(proc, f"{images}: cannot write there (Read-only file system)")
+    assert sorted(p.name for p in images.iterdir()) == ["a.png", "b.png", "pairs.csv"]

@@ -1,6 +1,7 @@
 """The last unclear messages (issue 24, items 2–5 and 7–9): each case gives one line that says what
 is wrong and what to do, a non-zero exit status, and nothing written; each is refused before any
 work. Each test is named after its item."""
+import os
 import shutil
 import subprocess
 import sys
@@ -81,3 +82,60 @@ def test_3_manifest_in_a_read_only_folder_is_refused_before_any_work(tmp_path, i
     proc = _on_read_only_folder(images, "batch", images / "pairs.csv", "--size", "48")
     _one_line(proc, f"{images}: cannot write there (Read-only file system)")
     assert sorted(p.name for p in images.iterdir()) == ["a.png", "b.png", "pairs.csv"]
+
+
+# 4 ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [
+    ["-", "{b}", "-o", "{out}"],
+    ["{a}", "-", "-o", "{out}"],
+    ["run", "-", "{b}", "-o", "{out}"],
+    ["batch", "--content", "-", "--style", "{b}", "-o", "{out}"],
+], ids=["A", "B′", "run A", "batch --content"])
+def test_4_standard_input_is_one_line(tmp_path, images, args):
+    """`analogy - b.jpg -o out` gave click's usage lines and "No such command '-'"."""
+    out = tmp_path / "out"
+    res = _invoke(*[a.format(a=images / "a.png", b=images / "b.png", out=out) for a in args], *SIZE)
+    assert_one_line_error(res, "reading an image from standard input ('-') is not supported",
+                          "save it to a file")
+    assert no_outputs(out)
+
+
+def test_4_manifest_from_standard_input_is_one_line(tmp_path):
+    res = _invoke("batch", "-", "-o", tmp_path / "out", *SIZE)
+    assert_one_line_error(res, "reading a manifest from standard input ('-') is not supported")
+
+
+# 5 ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw,shown", [
+    (b"missing\xff.png", "$'missing\\377.png'"),
+    (b"two\nlines.png", "$'two\\nlines.png'"),
+], ids=["not UTF-8", "a newline"])
+def test_5_odd_bytes_in_a_missing_name_are_quoted_as_the_shell_does(tmp_path, images, raw, shown):
+    """A name that is not UTF-8 was shown as missing\\udcff.png (Python's inner escape); one with a
+    newline split the message in two lines. Both are shown as bash quotes them ($'…'), which a
+    shell turns back into the same bytes."""
+    missing = os.fsencode(str(tmp_path)) + b"/" + raw
+    shown = f"$'{tmp_path}/{shown[2:]}"  # the whole path is quoted
+    res = _invoke(os.fsdecode(missing), images / "b.png", "-o", tmp_path / "out", *SIZE)
+    assert_one_line_error(res, f"Error: {shown}: no such file")
+    assert "\\udc" not in res.output
+    assert subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True).stdout == missing
+
+
+# 9 ------------------------------------------------------------------------------------------------
+def test_9_empty_image_file_in_a_manifest_is_caught_before_any_work(tmp_path, images):
+    """It passed the up-front check and failed at run time, as "not an image file"."""
+    (images / "empty.png").write_bytes(b"")
+    manifest = images / "pairs.csv"
+    manifest.write_text("A,B',output\na.png,b.png,x\nempty.png,b.png,y\n", encoding="utf-8")
+    res = _invoke("batch", manifest, "-o", tmp_path / "out", "--size", "48")
+    assert_one_line_error(res, "pairs.csv line 3, column A: 'empty.png' is an empty file (0 bytes)")
+    assert no_outputs(tmp_path / "out")
+
+
+def test_9_empty_image_file_named_in_a_batch_is_caught_before_any_work(tmp_path, images):
+    (images / "empty.png").write_bytes(b"")
+    res = _invoke("batch", "--content", images / "a.png", "--content", images / "empty.png",
+                  "--style", images / "b.png", "-o", tmp_path / "out", "--size", "48")
+    assert_one_line_error(res, "empty.png: an empty file (0 bytes)")
+    assert no_outputs(tmp_path / "out")

@@ -9,8 +9,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
+from analogy.features import VGG19Features
 from cli import main
 
 from .conftest import assert_one_line_error, no_outputs
@@ -120,6 +122,50 @@ def test_5_odd_bytes_in_a_missing_name_are_quoted_as_the_shell_does(tmp_path, im
     assert_one_line_error(res, f"Error: {shown}: no such file")
     assert "\\udc" not in res.output
     assert subprocess.run(["bash", "-c", f"printf %s {shown}"], capture_output=True).stdout == missing
+
+
+# 7 ------------------------------------------------------------------------------------------------
+def _vgg_state():
+    return VGG19Features().state_dict()
+
+
+def test_7_weights_with_other_keys_name_the_first_missing_and_unexpected(tmp_path, images):
+    path = tmp_path / "prefixed.pt"
+    torch.save({"module." + k: v for k, v in _vgg_state().items()}, path)  # as saved from DataParallel
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", *SIZE, "--weights", path)
+    assert_one_line_error(res, "does not fit VGG19", "first features.0.weight",
+                          "first unexpected key module.features.0.weight")
+    assert no_outputs(tmp_path / "out")
+
+
+def test_7_weights_of_another_shape_name_the_first_that_differs(tmp_path, images):
+    state = _vgg_state()
+    state["features.2.weight"] = torch.zeros(64, 32, 3, 3)
+    path = tmp_path / "shape.pt"
+    torch.save(state, path)
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", *SIZE, "--weights", path)
+    assert_one_line_error(res, "does not fit VGG19", "features.2.weight is 64×32×3×3 where VGG19 has 64×64×3×3")
+    assert no_outputs(tmp_path / "out")
+
+
+class _RunsCode:
+    """A pickle that, loaded without torch's guard, would make a folder (its "code")."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.makedirs, (str(self.marker),)
+
+
+def test_7_a_pickle_that_would_run_code_is_refused_in_our_words(tmp_path, images):
+    """It was refused after torch's 370-character message advising weights_only=False."""
+    path, marker = tmp_path / "evil.pt", tmp_path / "code-ran"
+    torch.save({"features.0.weight": _RunsCode(marker)}, path)
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", *SIZE, "--weights", path)
+    assert_one_line_error(res, "evil.pt: refused", "could run code", "torch.save(model.state_dict(), path)")
+    assert "weights_only" not in res.output
+    assert not marker.exists() and no_outputs(tmp_path / "out")
 
 
 # 9 ------------------------------------------------------------------------------------------------

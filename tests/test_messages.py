@@ -2,6 +2,7 @@
 is wrong and what to do, a non-zero exit status, and nothing written; each is refused before any
 work. Each test is named after its item."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import analogy
+from analogy import AnalogyConfig, working_size
 from analogy.features import VGG19Features
 from cli import main
 
@@ -166,6 +169,39 @@ def test_7_a_pickle_that_would_run_code_is_refused_in_our_words(tmp_path, images
     assert_one_line_error(res, "evil.pt: refused", "could run code", "torch.save(model.state_dict(), path)")
     assert "weights_only" not in res.output
     assert not marker.exists() and no_outputs(tmp_path / "out")
+
+
+# 8 ------------------------------------------------------------------------------------------------
+def _out_of_memory(*args, **kwargs):
+    """torch's CPU allocator failing (what a working size of 100000 px does, without trying it)."""
+    raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2400000000000 bytes.")
+
+
+def _total_memory() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_8_out_of_memory_suggests_a_size_that_fits_this_machine(tmp_path, images, monkeypatch):
+    """--size 100000 suggested --size 70000, which cannot fit either. The size suggested now must
+    at least hold A's and B′'s relu1_1 maps (64 float32 channels a pixel) in this machine's memory."""
+    monkeypatch.setattr(analogy.pipeline, "_features", _out_of_memory)
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "100000", "-q")
+    assert_one_line_error(res, "out of memory at working sizes 100000×75008")
+    suggested = int(re.search(r"--size (\d+)", res.output).group(1))
+    config = AnalogyConfig(size=suggested)
+    pixels = sum(h * w for h, w in (working_size((96, 128), config), working_size((96, 112), config)))
+    assert 64 * 4 * pixels <= _total_memory(), res.output
+    assert "GB free here" in res.output
+    assert no_outputs(tmp_path / "out")
+
+
+def test_8_out_of_memory_with_no_size_that_fits_suggests_none(tmp_path, images, monkeypatch):
+    monkeypatch.setattr(analogy.pipeline, "_features", _out_of_memory)
+    monkeypatch.setattr(analogy.pipeline, "free_memory", lambda device: 10**6)  # 1 MB free
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "1000", "-q")
+    assert_one_line_error(res, "out of memory", "too little even for the smallest working size")
+    assert re.search(r"--size \d", res.output) is None, res.output
+    assert no_outputs(tmp_path / "out")
 
 
 # 9 ------------------------------------------------------------------------------------------------

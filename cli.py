@@ -61,6 +61,12 @@ def _fail(message: str) -> "click.ClickException":
     return click.ClickException(message.splitlines()[0] if message else "failed")
 
 
+def _not_standard_input(*paths: str, what: str = "an image") -> None:
+    """A one-line error for '-', which other tools read as standard input."""
+    if "-" in paths:
+        raise _fail(f"reading {what} from standard input ('-') is not supported; save it to a file and give its path")
+
+
 def _say(line: str) -> None:
     """A line on stderr for the user to read; dropped if it cannot be written (a full disk, a
     closed pipe): what the command does does not depend on it."""
@@ -123,9 +129,9 @@ class _DefaultGroup(click.Group):
     nor a path (a bare word such as `bacth`, no such file) is a mistyped command."""
 
     def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
-        if args and args[0] not in self.commands and not args[0].startswith("-"):
+        if args and args[0] not in self.commands and (args[0] == "-" or not args[0].startswith("-")):
             word = args[0]
-            if not Path(word).exists() and not any(c in word for c in "./\\:"):
+            if word != "-" and not Path(word).exists() and not any(c in word for c in "./\\:"):
                 close = difflib.get_close_matches(word, list(self.commands), n=1)
                 hint = f" Did you mean '{close[0]}'?" if close else ""
                 ctx.fail(f"No such command '{word}'.{hint} Commands: {', '.join(self.commands)} "
@@ -238,13 +244,15 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
 
     Example: analogy photo.png painting.png -o out/
     """
+    _not_standard_input(a, b_prime)
     config = _config(**options)
     image_io = analogy.image_io
-    out_dir = image_io.check_output_folder(output)
+    out_dir = image_io.check_output_folder(output, probe=True)
     names = output_names(save_nnf, save_flow, save_confidence)
     clash = image_io.input_replaced_by([out_dir / name for name in names], [a, b_prime])
     if clash is not None:
-        raise _fail(f"{clash[0]}: is an input and would be replaced by an output; choose another output folder")
+        raise _fail(f"{image_io.shown(clash[0])}: is an input and would be replaced by an output; "
+                    f"choose another output folder")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", analogy.InputImageWarning)
         image_a = analogy.load_image(a, "A")
@@ -313,6 +321,8 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
     """
     if manifest and (content or style):
         raise _fail("give either a MANIFEST or --content/--style, not both")
+    _not_standard_input(manifest, what="a manifest")
+    _not_standard_input(*content, *style)
     if manifest:
         pairs = pairs_from_manifest(manifest, output)
     elif content or style:
@@ -322,8 +332,6 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
     else:
         raise _fail("nothing to do: give a MANIFEST or --content and --style (see analogy batch --help)")
     config = _config(**options)
-    if output:
-        analogy.image_io.check_output_folder(output)
     t0 = time.perf_counter()
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures: List[PairOutcome] = []

@@ -20,7 +20,7 @@ from .config import AnalogyConfig
 from .errors import ConfigError
 from .executor_base import OnProgress, OnRetry, OnStart
 from .executors import executor_for
-from .image_io import clear_stale_temporaries, input_replaced_by
+from .image_io import check_output_folder, clear_stale_temporaries, input_replaced_by, shown
 from .pairs import RECORD, Pair, PairOutcome, is_complete
 from .results import output_names
 
@@ -44,11 +44,20 @@ def _image_files(spec: PathLike) -> List[Path]:
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ConfigError(f"{path}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
+            raise ConfigError(f"{shown(path)}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
         return files
     if not path.exists():
-        raise ConfigError(f"{path}: no such file or folder")
+        raise ConfigError(f"{shown(path)}: no such file or folder")
+    if _is_empty(path):
+        raise ConfigError(f"{shown(path)}: an empty file (0 bytes), not an image")
     return [path]
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _folder_names(files: Sequence[Path]) -> Dict[Path, str]:
@@ -87,58 +96,63 @@ def pairs_from_manifest(manifest: PathLike, out: Optional[PathLike] = None) -> L
     """
     manifest = Path(manifest)
     base = manifest.parent
+    name = shown(manifest)
     root = Path(out if out is not None else base).resolve()
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as fh:
             rows = [(n, row) for n, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)]
     except FileNotFoundError:
-        raise ManifestError(f"{manifest}: no such manifest file") from None
+        raise ManifestError(f"{name}: no such manifest file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ManifestError(f"{manifest}: cannot be read as CSV ({exc})") from None
+        raise ManifestError(f"{name}: cannot be read as CSV ({exc})") from None
     if not rows:
-        raise ManifestError(f"{manifest}: the manifest is empty; expected a header A,B′,output and one row per pair")
+        raise ManifestError(f"{name}: the manifest is empty; expected a header A,B′,output and one row per pair")
     header = [c.strip().lower() for c in rows[0][1]]
     index = {}
     for key, names in MANIFEST_COLUMNS.items():
         found = [i for i, c in enumerate(header) if c in names]
         if len(found) != 1:
             raise ManifestError(
-                f"{manifest} line {rows[0][0]}: the header must name the columns A, B′ and output once each "
+                f"{name} line {rows[0][0]}: the header must name the columns A, B′ and output once each "
                 f"(found: {', '.join(rows[0][1]) or 'nothing'}; column {names[0].upper() if key != 'output' else 'output'} "
                 f"{'is missing' if not found else 'is repeated'})"
             )
         index[key] = found[0]
     if len(rows) == 1:
-        raise ManifestError(f"{manifest}: the manifest has a header but no pairs")
+        raise ManifestError(f"{name}: the manifest has a header but no pairs")
     pairs = []
     for line, row in rows[1:]:
         if len(row) != len(header):
-            raise ManifestError(f"{manifest} line {line}: expected {len(header)} fields, found {len(row)}")
+            raise ManifestError(f"{name} line {line}: expected {len(header)} fields, found {len(row)}")
         cells = {key: row[i].strip() for key, i in index.items()}
         for key, column in (("a", "A"), ("b_prime", "B′"), ("output", "output")):
             if not cells[key]:
-                raise ManifestError(f"{manifest} line {line}: column {column} is empty")
+                raise ManifestError(f"{name} line {line}: column {column} is empty")
             if "\0" in cells[key]:
-                raise ManifestError(f"{manifest} line {line}, column {column}: a NUL byte in the field; "
+                raise ManifestError(f"{name} line {line}, column {column}: a NUL byte in the field; "
                                     f"save the manifest as plain text")
         images = {}
         for key, column in (("a", "A"), ("b_prime", "B′")):
             path = base / cells[key]
             if not path.is_file():
-                raise ManifestError(f"{manifest} line {line}, column {column}: no such file {cells[key]!r} (paths are relative to the manifest)")
+                raise ManifestError(f"{name} line {line}, column {column}: no such file {cells[key]!r} "
+                                    f"(paths are relative to the manifest)")
+            if _is_empty(path):
+                raise ManifestError(f"{name} line {line}, column {column}: {cells[key]!r} is an empty file "
+                                    f"(0 bytes), not an image")
             images[key] = path
         target = Path(out if out is not None else base) / cells["output"]
         resolved = target.resolve()  # `..` and symbolic links resolved
         if resolved != root and root not in resolved.parents:
             raise ManifestError(
-                f"{manifest} line {line}, column output: {cells['output']!r} is outside the output folder {root}; "
+                f"{name} line {line}, column output: {cells['output']!r} is outside the output folder {root}; "
                 f"a manifest's outputs must stay inside it (give a relative folder without '..')"
             )
         pairs.append(Pair(images["a"], images["b_prime"], target))
     outs = [p.out.resolve() for p in pairs]
     if len(set(outs)) != len(outs):
         dup = next(o for o in outs if outs.count(o) > 1)
-        raise ManifestError(f"{manifest}: two rows write to the same output folder {dup}")
+        raise ManifestError(f"{name}: two rows write to the same output folder {dup}")
     return pairs
 
 
@@ -184,8 +198,9 @@ def batch(
     work. `jobs` > 1 runs pairs in that many worker processes, splitting the CPU cores between them
     (or one per GPU); `executor="ray"` runs them as Ray tasks (on the cluster at `address`, or a
     local Ray started for the batch). A worker that dies mid-pair costs it one attempt of
-    1 + `retries`. The options are checked before any work; results are the same bytes whatever
-    runs them. `on_start`, `on_progress` and `on_retry` are called as a pair starts, as its analogy
+    1 + `retries`. The options and output folders are checked when `batch` is called, before any
+    work (which is done as the outcomes are asked for); results are the same bytes whatever runs
+    them. `on_start`, `on_progress` and `on_retry` are called as a pair starts, as its analogy
     starts each stage (not on Ray) and when its worker died and it is tried again.
     """
     config = config or AnalogyConfig()
@@ -200,6 +215,23 @@ def batch(
     complete = {p for p in pairs if resume and is_complete(p, config, names)}
     done = [p for p in pairs if p in complete]
     todo = [p for p in pairs if p not in complete]
+    _check_output_folders(todo)
+    return _outcomes(done, todo, config, save, jobs, fail_fast, executor, address, retries, on_start, on_retry,
+                     on_progress)
+
+
+def _check_output_folders(pairs: Sequence[Pair]) -> None:
+    """OutputError, before any work, if a pair's folder cannot be written or made (a read-only
+    folder or file system, a root that cannot be created): one error, not one per pair."""
+    for parent in dict.fromkeys(pair.out.parent for pair in pairs):
+        check_output_folder(parent, probe=True)
+    for pair in pairs:
+        check_output_folder(pair.out)
+
+
+def _outcomes(done: List[Pair], todo: List[Pair], config: AnalogyConfig, save: Dict[str, bool], jobs: int,
+              fail_fast: bool, executor: str, address: Optional[str], retries: int, on_start: OnStart,
+              on_retry: OnRetry, on_progress: OnProgress) -> Iterator[PairOutcome]:
     runner = executor_for(executor, config, save, min(jobs, len(todo)), retries, address) if todo else None
     for pair in done:
         clear_stale_temporaries(pair.out)

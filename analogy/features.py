@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import functools
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
@@ -146,9 +147,16 @@ def _load_state(weights: str) -> Tuple[Dict[str, torch.Tensor], str]:
     if not path.is_file():
         raise WeightsError(f"--weights {weights}: not 'caffe', 'torchvision' or an existing file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's own advice is not for our users
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path}: not a torch state dict ({exc})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "weights_only" in reason or "Weights only" in reason:  # torch found Python objects in the pickle
+            raise WeightsError(f"{path}: refused: it holds Python objects other than tensors, which could run "
+                               f"code when loaded; save only the weights: torch.save(model.state_dict(), path)"
+                               ) from None
+        raise WeightsError(f"{path}: not a torch state dict ({reason})") from None
     if not isinstance(state, dict):
         raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of VGG19 weights")
     if "block1_conv1_W_q" in state:
@@ -168,15 +176,39 @@ def load_vgg(weights: str = "caffe", device: str = "cpu") -> VGG19Features:
     """
     state, preprocessing = _load_state(weights)
     model = VGG19Features(preprocessing)
-    wanted = model.state_dict().keys()
-    missing = [k for k in wanted if k not in state]
-    if missing:
-        raise WeightsError(f"weights {weights!r} lack {len(missing)} VGG19 tensors, e.g. {missing[0]}")
-    try:
-        model.load_state_dict({k: state[k] for k in wanted})
-    except RuntimeError as exc:
-        raise WeightsError(f"weights {weights!r} do not fit VGG19: {str(exc).splitlines()[0]}") from None
+    mismatch = _mismatch(state, model.state_dict())
+    if mismatch:
+        raise WeightsError(f"--weights {weights}: does not fit VGG19: {mismatch}; give a state dict of "
+                           f"torchvision's VGG19 (keys features.N.weight and features.N.bias)")
+    model.load_state_dict({k: state[k] for k in model.state_dict()})
     return model.to(device)
+
+
+def _mismatch(state: Dict[str, object], wanted: Dict[str, torch.Tensor]) -> str:
+    """What keeps `state` from loading into a model with the tensors `wanted`, in words: the first
+    key missing (and the file's first key the model has not) and the first tensor of another shape;
+    "" if nothing does. Keys of the layers past relu5_1 (the classifier, say) may be there."""
+    missing = [k for k in wanted if k not in state]
+    unexpected = [k for k in state if k not in wanted and not _past_relu5_1(k)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of its {len(wanted)} tensors are missing, first {missing[0]}"
+                        + (f"; first unexpected key {unexpected[0]}" if unexpected else ""))
+    for key, tensor in wanted.items():
+        found = state.get(key)
+        if key in state and not (isinstance(found, torch.Tensor) and found.shape == tensor.shape):
+            size = "×".join(map(str, found.shape)) if isinstance(found, torch.Tensor) else type(found).__name__
+            problems.append(f"{key} is {size} where VGG19 has {'×'.join(map(str, tensor.shape))}")
+            break
+    return "; ".join(problems)
+
+
+def _past_relu5_1(key: str) -> bool:
+    """Whether `key` names a layer of the full VGG19 that this model leaves out."""
+    if key.startswith("classifier."):
+        return True
+    parts = key.split(".")
+    return len(parts) == 3 and parts[0] == "features" and parts[1].isdigit() and int(parts[1]) > RELU_INDEX[5]
 
 
 class FeatureCache:

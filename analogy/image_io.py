@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
 import re
 import tempfile
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,29 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .config import MIN_INPUT_SIDE
 from .errors import InputImageError, InputImageWarning, OutputError, raise_if_interrupted
 
+_SHELL_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "'": "\\'", "\\": "\\\\"}
+
+
+def shown(path: Union[str, os.PathLike]) -> str:
+    """A path as messages show it: as it is, unless it holds bytes that are not UTF-8 or control
+    characters (a newline would split the message's one line); then quoted as bash's printf %q
+    does, $'missing\\377.png', which a shell takes back as the same bytes."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if text.isprintable():
+        return text
+    quoted = []
+    for char in text:
+        if char in _SHELL_ESCAPES:
+            quoted.append(_SHELL_ESCAPES[char])
+        elif "\udc80" <= char <= "\udcff":  # a byte that is not UTF-8 (Python's surrogateescape)
+            quoted.append(f"\\{ord(char) - 0xDC00:03o}")
+        elif char.isprintable() or unicodedata.category(char) == "Zs":
+            quoted.append(char)
+        else:
+            quoted.extend(f"\\{byte:03o}" for byte in char.encode("utf-8", "surrogatepass"))
+    return "$'" + "".join(quoted) + "'"
 
 
 @dataclass(frozen=True)
@@ -89,7 +114,7 @@ def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
             name, source = src.name, io.BytesIO(src.data)
         else:
             source = Path(src)
-            name = str(source)
+            name = shown(source)
             if not source.exists():
                 raise InputImageError(f"{name}: no such file")
             if source.is_dir():
@@ -153,22 +178,44 @@ def temporary_name(target: str, token: str) -> str:
     return f"{TEMP_PREFIX}{target}.{token}.part"
 
 
-def check_output_folder(folder: Union[str, os.PathLike], create: bool = False) -> Path:
+def _not_writable(folder: Path) -> str:
+    """Why this process cannot write in `folder`, in the errno's own words."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs on Windows)
+        read_only = False
+    return os.strerror(errno.EROFS if read_only else errno.EACCES)
+
+
+def check_output_folder(folder: Union[str, os.PathLike], create: bool = False, probe: bool = False) -> Path:
     """Check that `folder` is, or can be made, a folder this process writes in (OutputError with
-    what to do if not), creating it and its missing parents when `create`."""
+    what to do if not), creating it and its missing parents when `create`. With `probe`, a folder
+    that does not exist yet is checked by making its first missing parent and removing it again
+    (a name the file system refuses, a link to nowhere, /proc are only found that way)."""
     folder = Path(folder)
     existing = folder
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if not existing.is_dir():
-        raise OutputError(f"{existing}: is a file, not a folder; choose a folder for the outputs")
+        raise OutputError(f"{shown(existing)}: is a file, not a folder; choose a folder for the outputs")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{existing}: cannot write there (permission denied); choose another output folder")
+        raise OutputError(f"{shown(existing)}: cannot write there ({_not_writable(existing)}); "
+                          f"choose another output folder")
     if create:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise OutputError(f"{folder}: cannot create it ({exc.strerror or exc}); choose another output folder") from None
+            raise OutputError(f"{shown(folder)}: cannot create it ({exc.strerror or exc}); "
+                              f"choose another output folder") from None
+    elif probe and not folder.exists():
+        first = next(p for p in (folder, *folder.parents) if p.parent == existing)
+        try:
+            first.mkdir()
+        except OSError as exc:
+            raise OutputError(f"{shown(first)}: cannot create it ({exc.strerror or exc}); "
+                              f"choose another output folder") from None
+        with contextlib.suppress(OSError):  # (unless another run has begun to use it)
+            first.rmdir()
     return folder
 
 
@@ -199,12 +246,13 @@ def output_lock(folder: Union[str, os.PathLike]) -> Iterator[None]:
         return
     folder = check_output_folder(folder, create=True)
     path = folder / LOCK_NAME
-    busy = OutputError(f"{folder}: another analogy run is writing there; wait for it to finish or choose another "
-                       f"output folder")
+    busy = OutputError(f"{shown(folder)}: another analogy run is writing there; wait for it to finish or choose "
+                       f"another output folder")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
-        raise OutputError(f"{folder}: cannot write there ({exc.strerror or exc}); choose another output folder") from None
+        raise OutputError(f"{shown(folder)}: cannot write there ({exc.strerror or exc}); "
+                          f"choose another output folder") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if os.fstat(fd).st_ino != os.stat(path).st_ino:  # its holder removed it as we opened it
@@ -295,7 +343,7 @@ def write_files_atomically(files: Dict[Path, bytes]) -> None:
     try:
         for current in files:
             if current.is_dir():
-                raise OutputError(f"{current}: is a folder; move it away or choose another output folder")
+                raise OutputError(f"{shown(current)}: is a folder; move it away or choose another output folder")
         for current, data in files.items():
             fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f"{TEMP_PREFIX}{current.name}.", suffix=".part")
             os.close(fd)
@@ -310,7 +358,7 @@ def write_files_atomically(files: Dict[Path, bytes]) -> None:
             os.replace(tmp, current)
         succeeded = True
     except OSError as exc:
-        raise OutputError(f"{current}: cannot write ({exc.strerror or exc})") from None
+        raise OutputError(f"{shown(current)}: cannot write ({exc.strerror or exc})") from None
     finally:
         if not succeeded:
             for target, old in previous.items():

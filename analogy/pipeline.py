@@ -5,9 +5,11 @@ finally A′ and B voted from the images at the inputs' resolution."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -185,13 +187,55 @@ def run_analogy(
     except Exception as exc:
         if isinstance(exc, OutOfMemoryError) or not kernels.is_out_of_memory(exc):
             raise
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        smaller = max(MIN_WORKING_SIDE, SIZE_MULTIPLE * int(0.7 * max(size_a + size_b) / SIZE_MULTIPLE))
-        raise OutOfMemoryError(
-            f"out of memory at working sizes {size_a[1]}×{size_a[0]} and {size_b[1]}×{size_b[0]} "
-            f"({type(exc).__name__}); use a smaller --size (e.g. --size {smaller}) or --ratio"
-        ) from None
+        failure = type(exc).__name__
+    # Out of the except block, what the failed work held is freed: what is free now is what a run has.
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    free = free_memory(device)
+    side = None if free is None else size_that_fits(size_a, size_b, free)
+    where = f"out of memory at working sizes {size_a[1]}×{size_a[0]} and {size_b[1]}×{size_b[0]} ({failure})"
+    if free is None:
+        raise OutOfMemoryError(f"{where}; use a smaller --size or --ratio")
+    if side is None:
+        raise OutOfMemoryError(f"{where}; only {free / 1e9:.1f} GB is free here, too little even for the "
+                               f"smallest working size: free some memory (close other programs)")
+    raise OutOfMemoryError(f"{where}; use a smaller --size (--size {side} should fit in the {free / 1e9:.1f} GB "
+                           f"free here) or --ratio")
+
+
+#: Memory an analogy needs per working pixel (A's and B′'s together) at its peak, with a margin:
+#: about 3.6 KB measured on the CPU (peak resident memory at working sizes 192, 320 and 640).
+BYTES_PER_WORKING_PIXEL = 4096
+
+
+def free_memory(device: torch.device) -> Optional[int]:
+    """Bytes an analogy could use now on `device`: the GPU's free memory, or the memory the host
+    has available; None if it cannot be told."""
+    if device.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except RuntimeError:
+            return None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def size_that_fits(size_a: Shape, size_b: Shape, free: int) -> Optional[int]:
+    """The largest working long side (a --size) below that of `size_a` and `size_b` at which A's and
+    B′'s estimated memory (BYTES_PER_WORKING_PIXEL) fits in `free` bytes; None if none does."""
+    long_side = max(size_a + size_b)
+    pixels_per_side2 = sum(h * w / max(h, w) ** 2 for h, w in (size_a, size_b))  # at --size S: this × S²
+    fits = math.sqrt(free / (BYTES_PER_WORKING_PIXEL * pixels_per_side2))
+    side = SIZE_MULTIPLE * int(min(fits, long_side - 1) / SIZE_MULTIPLE)
+    return side if side >= MIN_WORKING_SIDE else None
 
 
 def _features(vgg: VGG19Features, image: np.ndarray, size: Shape, cache: Optional[FeatureCache],

@@ -1,10 +1,6 @@
 """`analogy batch`: folders and manifests, failures that do not stop the batch, kill and resume,
 and --jobs giving the same bytes."""
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +11,6 @@ from PIL import Image
 import analogy
 from cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = "48"
 
 
@@ -73,24 +68,15 @@ def test_folder_batch_reports_the_corrupt_file_and_writes_the_rest(folders, tmp_
 
 
 @pytest.mark.slow
-def test_killed_batch_leaves_no_partial_image_and_resume_finishes_it(folders, tmp_path, skyline):
+def test_killed_batch_leaves_no_partial_image_and_resume_finishes_it(folders, tmp_path, skyline, command):
+    """SIGKILL as soon as the first of four pairs is reported done (the second then under way)."""
     content, style = folders
     _save(content / "dusk.png", skyline[100:250, 100:300])
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "cli.py"), "batch", "--content", str(content), "--style", str(style),
-           "-o", str(out), "--size", "64", "--preview", "-q"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if any((d / "B.png").exists() for d in out.glob("*__starry")):
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the batch ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
+    run = command(["batch", "--content", content, "--style", style, "-o", out, "--size", "64", "--preview"])
+    run.wait_for("batch 1/4: done")
+    run.send(signal.SIGKILL)
+    run.finish()
     finished = {d.name for d in out.iterdir() if (d / "A_prime.png").exists() and (d / "B.png").exists()}
     assert 1 <= len(finished) < 4
     assert _images_load(out) >= 2 * len(finished)  # every file named like an image is complete

@@ -4,10 +4,8 @@ one-line errors for the remaining odd inputs. Each test is named after the case 
 import errno
 import os
 import re
+import select
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,6 @@ from cli import main
 
 from .conftest import assert_one_line_error, no_outputs
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZE = ["--size", "48", "--preview", "-q"]
 
 
@@ -163,63 +160,71 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _start_batch(images, out, *extra):
+def _start_batch(command, images, out, *extra):
     content = images / "content"
     content.mkdir(exist_ok=True)
     with Image.open(images / "a.png") as a:
         for i in range(4):
             a.rotate(90 * i, expand=True).save(content / f"c{i}.png")
-    args = ["batch", "--content", content, "--style", images / "b.png", "-o", out, "--size", "160", "--preview",
-            "-j", "2", *extra]
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return command(["batch", "--content", content, "--style", images / "b.png", "-o", out, "--size", "160", "--preview",
+                    "-j", "2", *extra])
 
 
-def _wait_until_working(proc, out, timeout=120.0):
-    """The worker pids once one of them holds a pair folder's lock (is in the middle of a pair)."""
-    t0 = time.time()
-    while not list(out.glob(f"*/{LOCK_NAME}")):
-        assert proc.poll() is None and time.time() - t0 < timeout, proc.communicate()
-        time.sleep(0.02)
-    return _children(proc.pid)
+def _working(batch):
+    """The worker pids once both are in the middle of a pair: both started one at once, and one of
+    them reports relu4_1."""
+    batch.wait_for("relu4_1: PatchMatch")
+    return _children(batch.proc.pid)
+
+
+def _wait_until_ended(pid: int, guard: float = 300) -> None:
+    """Until process `pid` (not a child of this one) has ended; an assertion error after `guard`
+    seconds (a hang, not a slow machine)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        assert select.select([fd], [], [], guard)[0], f"process {pid} still running after {guard} s"
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("retries", [0, 1])
-def test_5_a_dead_worker_loses_one_attempt_not_the_batch(tmp_path, images, retries):
+def test_5_a_dead_worker_loses_one_attempt_not_the_batch(tmp_path, images, command, retries):
     """SIGKILL one of two workers in the middle of a pair: the worker is replaced and the batch
     goes on; the pair is retried (or, with --retries 0, reported with the reason)."""
     out = tmp_path / "out"
-    proc = _start_batch(images, out, "--retries", retries)
-    workers = _wait_until_working(proc, out)
+    batch = _start_batch(command, images, out, "--retries", retries)
+    workers = _working(batch)
     assert len(workers) == 2, workers
     os.kill(workers[0], signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert "Traceback" not in stderr, stderr
-    assert "worker process died" in stderr, stderr
+    code, lines = batch.finish()
+    output = "\n".join(lines)
+    assert "Traceback" not in output, output
+    assert "worker process died" in output, output
     done = sorted(p.parent.name for p in out.glob("*/B.png"))
     if retries:
-        assert proc.returncode == 0, stderr
-        assert len(done) == 4 and "4 done" in stderr, stderr
+        assert code == 0, output
+        assert len(done) == 4 and "4 done" in output, output
     else:
-        assert proc.returncode == 1, stderr
-        assert len(done) == 3 and "3 done" in stderr and "1 failed" in stderr, stderr
+        assert code == 1, output
+        assert len(done) == 3 and "3 done" in output and "1 failed" in output, output
     assert not [p for p in out.rglob("*") if p.name.endswith(".part") or p.name == LOCK_NAME]
 
 
 @pytest.mark.slow
-def test_6_workers_exit_when_the_batch_is_killed(tmp_path, images):
+def test_6_workers_exit_when_the_batch_is_killed(tmp_path, images, command):
     out = tmp_path / "out"
-    proc = _start_batch(images, out)
-    workers = _wait_until_working(proc, out)
+    batch = _start_batch(command, images, out)
+    workers = _working(batch)
     assert workers
-    proc.kill()
-    proc.wait()  # not communicate(): orphaned workers would hold its pipes open
+    batch.send(signal.SIGKILL)
+    batch.proc.wait()
     try:
-        t0 = time.time()
-        while any(_alive(w) for w in workers):
-            assert time.time() - t0 < 15, "workers still running after their batch was killed"
-            time.sleep(0.1)
+        for worker in workers:
+            _wait_until_ended(worker)
     finally:
         for w in workers:
             if _alive(w):
@@ -251,23 +256,34 @@ def test_8_a_single_run_clears_its_own_stale_temporaries_only(tmp_path, images):
     assert sorted(p.name for p in out.iterdir()) == [".notes.part", "A_prime.png", "B.png"]
 
 
-@pytest.mark.slow
-def test_8_sigterm_while_writing_leaves_no_temporary(tmp_path, images):
-    """SIGTERM that arrives while the outputs are being written (the slowest part made slow)."""
+#: The command, with each output file's writing followed by a line "wrote a temporary" and a wait for
+#: a line on stdin: the test's signal comes while the outputs are being written.
+WRITING = """
+import sys
+import analogy.image_io as io
+write = io._write_file
+
+def write_and_wait(path, data):
+    write(path, data)
+    print("wrote a temporary", flush=True)
+    sys.stdin.readline()
+
+io._write_file = write_and_wait
+sys.argv[0] = "analogy"
+import cli
+cli.entry()
+"""
+
+
+def test_8_sigterm_while_writing_leaves_no_temporary(tmp_path, images, command):
+    """SIGTERM that arrives while the outputs are being written."""
     out = tmp_path / "out"
-    code = ("import sys, time; import analogy.image_io as io; "
-            "w = io._write_file; io._write_file = lambda path, data: (w(path, data), time.sleep(30))\n"
-            "import cli; sys.argv = ['analogy'] + sys.argv[1:]; cli.entry()")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(images / "a.png"), str(images / "b.png"),
-                             "-o", str(out), *SIZE], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    t0 = time.time()
-    while not [p for p in out.glob("*.part")] if out.exists() else True:
-        assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, (proc.returncode, err)
+    run = command([images / "a.png", images / "b.png", "-o", out, *SIZE], code=WRITING, stdin=True)
+    run.wait_for("wrote a temporary")
+    run.send(signal.SIGTERM)
+    run.reply()
+    code, lines = run.finish()
+    assert code == 143, lines
     assert not out.exists() or _files(out) == [], _files(out)
 
 

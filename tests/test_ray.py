@@ -122,21 +122,18 @@ def test_a_killed_ray_worker_has_its_pair_retried(tmp_path, content):
 
 
 @pytest.mark.slow
-def test_resume_after_an_interrupted_ray_batch_redoes_exactly_the_rest(tmp_path, content):
+def test_resume_after_an_interrupted_ray_batch_redoes_exactly_the_rest(tmp_path, content, command):
     folder, style = content
     (folder / "broken.png").unlink()
     for i in range(3):
         Image.open(folder / "sky.png").rotate(90 * (i + 1), expand=True).save(folder / f"sky{i}.png")
     out = tmp_path / "out"
     args = ["batch", "--content", folder, "--style", style, "-o", out, "--size", "128", "--preview", "--executor", "ray"]
-    proc = _start(args)
-    t0 = time.time()
-    while not list(out.glob("*/analogy.json")):
-        assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in err, err
+    batch = command(args)
+    batch.wait_for("batch 1/5: done")  # as soon as the first pair is written
+    batch.send(signal.SIGINT, group=True)  # Ctrl-C in the terminal
+    code, lines = batch.finish()
+    assert code == 130 and any("interrupted" in line for line in lines), lines
     assert not _leftovers(out)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/analogy.json")}
     assert 1 <= len(finished) < 5

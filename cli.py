@@ -51,7 +51,11 @@ import analogy  # noqa: E402
 from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest  # noqa: E402
 from analogy.config import BLEND_PRESETS, DEVICE_PATTERN  # noqa: E402
 from analogy.errors import (  # noqa: E402
-    Terminated, interrupt_on_signal, interruption_handled, quiet_lost_interruptions, raise_if_interrupted,
+    Terminated,
+    interrupt_on_signal,
+    interruption_handled,
+    quiet_lost_interruptions,
+    raise_if_interrupted,
 )
 from analogy.pipeline import progress_steps  # noqa: E402
 from analogy.results import A_PRIME, B, output_names  # noqa: E402

@@ -6,20 +6,26 @@
 """
 from __future__ import annotations
 
+from . import image_io
+from .batch import Pair, PairOutcome, batch, pairs_from_lists, pairs_from_manifest
 from .config import BLEND_PRESETS, LEVEL_NAMES, AnalogyConfig
 from .errors import (
-    AnalogyError, ConfigError, DeviceError, InputImageError, InputImageWarning, OutOfMemoryError, OutputError,
+    AnalogyError,
+    ConfigError,
+    DeviceError,
+    InputImageError,
+    InputImageWarning,
+    OutOfMemoryError,
+    OutputError,
     WeightsError,
 )
 from .features import FeatureCache, VGG19Features, load_vgg
 from .image_io import load_image
 from .kernels import resolve_device
-from .pipeline import AnalogyResult, Progress, run_analogy, working_size
-from .runner import Analogy, analogy
-from .results import save_result
-from .batch import Pair, PairOutcome, batch, pairs_from_lists, pairs_from_manifest
 from .metrics import QualityScores, contextual_similarity, quality_scores, structure_distance
-from . import image_io
+from .pipeline import AnalogyResult, Progress, run_analogy, working_size
+from .results import save_result
+from .runner import Analogy, analogy
 
 __all__ = [
     "Analogy", "AnalogyConfig", "AnalogyResult", "analogy", "load_image", "save_result",

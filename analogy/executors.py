@@ -22,7 +22,15 @@ import torch
 
 from .config import AnalogyConfig
 from .errors import AnalogyError, ConfigError, interrupt_on_signal, quiet_lost_interruptions
-from .executor_base import Attempts, Executor, OnProgress, OnRetry, OnStart, set_threads, usable_cpus
+from .executor_base import (
+    Attempts,
+    Executor,
+    OnProgress,
+    OnRetry,
+    OnStart,
+    set_threads,
+    usable_cpus,
+)
 from .image_io import clear_stale_temporaries
 from .pairs import Pair, PairOutcome, PairRunner
 

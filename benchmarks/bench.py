@@ -51,12 +51,12 @@ sys.path.insert(0, str(ROOT))
 
 import analogy  # noqa: E402
 from analogy.features import load_vgg  # noqa: E402
+from analogy.kernels import kernels_for, resolve_device  # noqa: E402
+from analogy.kernels.cpu import CpuKernels  # noqa: E402
 from analogy.metrics import quality_scores  # noqa: E402
 from analogy.nnf import gridness  # noqa: E402
-from analogy.kernels import kernels_for, resolve_device  # noqa: E402
 from analogy.patchmatch import exact_nnf  # noqa: E402
 from analogy.pipeline import Search, deconv_in_bfloat16, run_analogy  # noqa: E402
-from analogy.kernels.cpu import CpuKernels  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "images"
 PAIRS = {

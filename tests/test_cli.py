@@ -14,7 +14,6 @@ from cli import main
 
 from .conftest import assert_one_line_error, no_outputs
 
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

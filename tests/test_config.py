@@ -1,7 +1,7 @@
 """AnalogyConfig: every field validated with a one-line message, `replace`, and the level table."""
 import pytest
 
-from analogy import AnalogyConfig, ConfigError, LEVEL_NAMES
+from analogy import LEVEL_NAMES, AnalogyConfig, ConfigError
 
 
 @pytest.mark.parametrize("field,value,words", [

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import analogy
-from analogy.batch import pairs_from_lists
 from analogy import image_io
+from analogy.batch import pairs_from_lists
 from analogy.image_io import LOCK_NAME
 from cli import main
 

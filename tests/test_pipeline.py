@@ -8,8 +8,8 @@ import torch
 import analogy
 from analogy import AnalogyConfig
 from analogy.deconvolution import deconvolve
-from analogy.nnf import gridness
 from analogy.kernels.cpu import CpuKernels
+from analogy.nnf import gridness
 from analogy.patchmatch import exact_nnf
 from analogy.pipeline import _resize, working_size
 

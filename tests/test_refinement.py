@@ -7,8 +7,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import analogy
-from analogy.config import PREVIEW
 from analogy import AnalogyConfig, ConfigError
+from analogy.config import PREVIEW
 from analogy.nnf import consistency_confidence, identity_nnf
 from analogy.refinement import WLSSolver, refine_photo, wls_matrix, wls_smooth, wls_weights
 from cli import main

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import python_multipart.multipart as multipart
-from python_multipart.exceptions import FormParserError
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from python_multipart.exceptions import FormParserError
 from starlette.concurrency import run_in_threadpool
 
 from .. import __version__

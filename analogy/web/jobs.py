@@ -41,7 +41,14 @@ from ..config import AnalogyConfig
 from ..errors import ConfigError, InputImageWarning
 from ..executors import _worker_devices, set_threads, usable_cpus
 from ..features import load_vgg
-from ..image_io import EncodedImage, check_output_folder, load_image, output_lock, png_bytes, write_files_atomically
+from ..image_io import (
+    EncodedImage,
+    check_output_folder,
+    load_image,
+    output_lock,
+    png_bytes,
+    write_files_atomically,
+)
 from ..kernels import resolve_device
 from ..pairs import Pair, outcome_of
 from ..pipeline import progress_steps, run_analogy

@@ -56,10 +56,11 @@ def test_folder_batch_reports_the_corrupt_file_and_writes_the_rest(folders, tmp_
         assert Image.open(out / name / "A_prime.png").size == Image.open(content / source).size
         assert Image.open(out / name / "B.png").size == Image.open(style).size
     assert not (out / "broken__starry").exists() or not any((out / "broken__starry").iterdir())
-    summary = [l for l in res.output.splitlines() if l.startswith("batch:")]
+    summary = [line for line in res.output.splitlines() if line.startswith("batch:")]
     assert summary and "2 done" in summary[0] and "1 failed" in summary[0], res.output
-    assert any("broken__starry" in l and "broken.png" in l and ("corrupt" in l or "not an image" in l)
-               for l in res.output.splitlines()), res.output
+    assert any("broken__starry" in line and "broken.png" in line
+               and ("corrupt" in line or "not an image" in line)
+               for line in res.output.splitlines()), res.output
     # a batch pair is the same analogy as a single run (the cached style features change nothing)
     single = tmp_path / "single"
     assert _invoke(content / "face.jpg", style, "-o", single, "--size", SIZE, "--preview", "-q").exit_code == 0
@@ -127,7 +128,7 @@ def test_bad_manifests_give_one_line_errors(folders, tmp_path, text, words):
     manifest.write_text(text, encoding="utf-8")
     res = _invoke("batch", manifest, "--size", SIZE, "--preview")
     assert res.exit_code != 0
-    lines = [l for l in res.output.strip().splitlines() if l.strip()]
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1, res.output
     for w in words:
         assert w.lower() in lines[0].lower(), lines[0]

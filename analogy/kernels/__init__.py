@@ -104,6 +104,9 @@ def resolve_device(device: str) -> torch.device:
     if reason is None:
         return torch.device("cuda", index)
     if device == "auto":
-        warnings.warn(f"a CUDA device is present, but {reason}; running on the CPU (pip install 'analogy[cuda]')")
+        # stacklevel=1, this line: the warning is about the machine, not a caller, and one location
+        # shows it once per process however many callers resolve the device
+        warnings.warn(f"a CUDA device is present, but {reason}; running on the CPU "
+                      "(pip install 'analogy[cuda]')", stacklevel=1)
         return torch.device("cpu")
     raise DeviceError(f"a CUDA device is present, but {reason}; use --device cpu (or pip install 'analogy[cuda]')")

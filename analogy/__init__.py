@@ -29,10 +29,10 @@ from .runner import Analogy, analogy
 
 __all__ = [
     "Analogy", "AnalogyConfig", "AnalogyResult", "analogy", "load_image", "save_result",
-    "AnalogyError", "ConfigError", "DeviceError", "InputImageError", "InputImageWarning", "OutOfMemoryError",
-    "OutputError", "WeightsError", "BLEND_PRESETS", "LEVEL_NAMES", "working_size",
-    "batch", "Pair", "PairOutcome", "pairs_from_lists", "pairs_from_manifest", "FeatureCache",
-    "resolve_device", "run_analogy", "VGG19Features", "load_vgg", "Progress", "image_io",
-    "QualityScores", "contextual_similarity", "quality_scores", "structure_distance",
+    "AnalogyError", "ConfigError", "DeviceError", "InputImageError", "InputImageWarning",
+    "OutOfMemoryError", "OutputError", "WeightsError", "BLEND_PRESETS", "LEVEL_NAMES",
+    "working_size", "batch", "Pair", "PairOutcome", "pairs_from_lists", "pairs_from_manifest",
+    "FeatureCache", "resolve_device", "run_analogy", "VGG19Features", "load_vgg", "Progress",
+    "image_io", "QualityScores", "contextual_similarity", "quality_scores", "structure_distance",
 ]
 __version__ = "0.1.0"

@@ -42,9 +42,11 @@ class ManifestError(ConfigError):
 def _image_files(spec: PathLike) -> List[Path]:
     path = Path(spec)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.is_file()
+                       and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise ConfigError(f"{shown(path)}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
+            raise ConfigError(f"{shown(path)}: no image files in this folder "
+                              f"({', '.join(IMAGE_SUFFIXES)})")
         return files
     if not path.exists():
         raise ConfigError(f"{shown(path)}: no such file or folder")
@@ -67,22 +69,27 @@ def _folder_names(files: Sequence[Path]) -> Dict[Path, str]:
     stems = collections.Counter(f.stem for f in files)
     names = collections.Counter(f.name for f in files)
     return {f: f.stem if stems[f.stem] == 1 else f.name if names[f.name] == 1
-            else f"{f.name}-{hashlib.sha256(str(f.resolve()).encode()).hexdigest()[:8]}" for f in files}
+            else f"{f.name}-{hashlib.sha256(str(f.resolve()).encode()).hexdigest()[:8]}"
+            for f in files}
 
 
-def pairs_from_lists(content: Iterable[PathLike], style: Iterable[PathLike], out: PathLike) -> List[Pair]:
+def pairs_from_lists(content: Iterable[PathLike], style: Iterable[PathLike],
+                     out: PathLike) -> List[Pair]:
     """Every content image × every style image (files, or folders of images), in that order; pair
     outputs go to OUT/<content name>__<style name> (see _folder_names)."""
     contents = list(dict.fromkeys(f for spec in content for f in _image_files(spec)))
     styles = list(dict.fromkeys(f for spec in style for f in _image_files(spec)))
     if not contents or not styles:
-        raise ConfigError("give at least one content image (--content) and one style image (--style)")
+        raise ConfigError("give at least one content image (--content) and one style image "
+                          "(--style)")
     content_names, style_names = _folder_names(contents), _folder_names(styles)
-    pairs = [Pair(a, b, Path(out) / f"{content_names[a]}__{style_names[b]}") for a in contents for b in styles]
+    pairs = [Pair(a, b, Path(out) / f"{content_names[a]}__{style_names[b]}")
+             for a in contents for b in styles]
     folders = collections.Counter(p.out for p in pairs)
     clash = next((p for p in pairs if folders[p.out] > 1), None)
     if clash is not None:
-        raise ConfigError(f"two pairs would write to {clash.out}; rename one of the images (no '__' in names)")
+        raise ConfigError(f"two pairs would write to {clash.out}; rename one of the images "
+                          "(no '__' in names)")
     return pairs
 
 
@@ -100,21 +107,24 @@ def pairs_from_manifest(manifest: PathLike, out: Optional[PathLike] = None) -> L
     root = Path(out if out is not None else base).resolve()
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as fh:
-            rows = [(n, row) for n, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)]
+            rows = [(n, row) for n, row in enumerate(csv.reader(fh), start=1)
+                    if any(c.strip() for c in row)]
     except FileNotFoundError:
         raise ManifestError(f"{name}: no such manifest file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ManifestError(f"{name}: cannot be read as CSV ({exc})") from None
     if not rows:
-        raise ManifestError(f"{name}: the manifest is empty; expected a header A,B′,output and one row per pair")
+        raise ManifestError(f"{name}: the manifest is empty; expected a header A,B′,output and one "
+                            "row per pair")
     header = [c.strip().lower() for c in rows[0][1]]
     index = {}
     for key, names in MANIFEST_COLUMNS.items():
         found = [i for i, c in enumerate(header) if c in names]
         if len(found) != 1:
             raise ManifestError(
-                f"{name} line {rows[0][0]}: the header must name the columns A, B′ and output once each "
-                f"(found: {', '.join(rows[0][1]) or 'nothing'}; column {names[0].upper() if key != 'output' else 'output'} "
+                f"{name} line {rows[0][0]}: the header must name the columns A, B′ and output once "
+                f"each (found: {', '.join(rows[0][1]) or 'nothing'}; column "
+                f"{names[0].upper() if key != 'output' else 'output'} "
                 f"{'is missing' if not found else 'is repeated'})"
             )
         index[key] = found[0]
@@ -123,30 +133,32 @@ def pairs_from_manifest(manifest: PathLike, out: Optional[PathLike] = None) -> L
     pairs = []
     for line, row in rows[1:]:
         if len(row) != len(header):
-            raise ManifestError(f"{name} line {line}: expected {len(header)} fields, found {len(row)}")
+            raise ManifestError(f"{name} line {line}: expected {len(header)} fields, found "
+                                f"{len(row)}")
         cells = {key: row[i].strip() for key, i in index.items()}
         for key, column in (("a", "A"), ("b_prime", "B′"), ("output", "output")):
             if not cells[key]:
                 raise ManifestError(f"{name} line {line}: column {column} is empty")
             if "\0" in cells[key]:
-                raise ManifestError(f"{name} line {line}, column {column}: a NUL byte in the field; "
-                                    f"save the manifest as plain text")
+                raise ManifestError(f"{name} line {line}, column {column}: a NUL byte in the "
+                                    "field; save the manifest as plain text")
         images = {}
         for key, column in (("a", "A"), ("b_prime", "B′")):
             path = base / cells[key]
             if not path.is_file():
-                raise ManifestError(f"{name} line {line}, column {column}: no such file {cells[key]!r} "
-                                    f"(paths are relative to the manifest)")
+                raise ManifestError(f"{name} line {line}, column {column}: no such file "
+                                    f"{cells[key]!r} (paths are relative to the manifest)")
             if _is_empty(path):
-                raise ManifestError(f"{name} line {line}, column {column}: {cells[key]!r} is an empty file "
-                                    f"(0 bytes), not an image")
+                raise ManifestError(f"{name} line {line}, column {column}: {cells[key]!r} is an "
+                                    "empty file (0 bytes), not an image")
             images[key] = path
         target = Path(out if out is not None else base) / cells["output"]
         resolved = target.resolve()  # `..` and symbolic links resolved
         if resolved != root and root not in resolved.parents:
             raise ManifestError(
-                f"{name} line {line}, column output: {cells['output']!r} is outside the output folder {root}; "
-                f"a manifest's outputs must stay inside it (give a relative folder without '..')"
+                f"{name} line {line}, column output: {cells['output']!r} is outside the output "
+                f"folder {root}; a manifest's outputs must stay inside it (give a relative folder "
+                "without '..')"
             )
         pairs.append(Pair(images["a"], images["b_prime"], target))
     outs = [p.out.resolve() for p in pairs]
@@ -162,8 +174,8 @@ def _check_outputs_spare_inputs(pairs: Sequence[Pair], names: Sequence[str]) -> 
     clash = input_replaced_by(outputs, {p for pair in pairs for p in (pair.a, pair.b_prime)})
     if clash is not None:
         output, image = clash
-        raise ConfigError(f"{image}: an input of this batch, which pair {outputs[output].name} would overwrite "
-                          f"with its {output.name}; choose another output folder")
+        raise ConfigError(f"{image}: an input of this batch, which pair {outputs[output].name} "
+                          f"would overwrite with its {output.name}; choose another output folder")
 
 
 def _as_pair(item: Union[Pair, Tuple[PathLike, PathLike, PathLike]]) -> Pair:
@@ -216,8 +228,8 @@ def batch(
     done = [p for p in pairs if p in complete]
     todo = [p for p in pairs if p not in complete]
     _check_output_folders(todo)
-    return _outcomes(done, todo, config, save, jobs, fail_fast, executor, address, retries, on_start, on_retry,
-                     on_progress)
+    return _outcomes(done, todo, config, save, jobs, fail_fast, executor, address, retries,
+                     on_start, on_retry, on_progress)
 
 
 def _check_output_folders(pairs: Sequence[Pair]) -> None:
@@ -229,10 +241,12 @@ def _check_output_folders(pairs: Sequence[Pair]) -> None:
         check_output_folder(pair.out)
 
 
-def _outcomes(done: List[Pair], todo: List[Pair], config: AnalogyConfig, save: Dict[str, bool], jobs: int,
-              fail_fast: bool, executor: str, address: Optional[str], retries: int, on_start: OnStart,
-              on_retry: OnRetry, on_progress: OnProgress) -> Iterator[PairOutcome]:
-    runner = executor_for(executor, config, save, min(jobs, len(todo)), retries, address) if todo else None
+def _outcomes(done: List[Pair], todo: List[Pair], config: AnalogyConfig, save: Dict[str, bool],
+              jobs: int, fail_fast: bool, executor: str, address: Optional[str], retries: int,
+              on_start: OnStart, on_retry: OnRetry,
+              on_progress: OnProgress) -> Iterator[PairOutcome]:
+    runner = (executor_for(executor, config, save, min(jobs, len(todo)), retries, address)
+              if todo else None)
     for pair in done:
         clear_stale_temporaries(pair.out)
         yield PairOutcome(pair, "skipped")

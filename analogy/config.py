@@ -64,8 +64,8 @@ DECONV_STARTS = ("voted", "structure")
 #: this project first ran it, one level down for 10 L-BFGS iterations from the structure image's
 #: own map. About a fifteenth of the deconvolution's work, but where A's and B′'s colours differ,
 #: much of A's colour stays in A′ (and B′'s in B): the README's Quality section gives the scores.
-PREVIEW = dict(deconv_layers_down=1, deconv_iterations=10, deconv_start="structure", deconv_tolerance=1e-3,
-               deconv_gradient_tolerance=0.0)
+PREVIEW = dict(deconv_layers_down=1, deconv_iterations=10, deconv_start="structure",
+               deconv_tolerance=1e-3, deconv_gradient_tolerance=0.0)
 
 #: Inputs whose shorter side is below this are refused: a 48-px working side is the least that
 #: leaves a 3×3 relu5_1 map for a 3×3 patch, and upscaling a thumbnail further gives nothing useful.
@@ -82,7 +82,8 @@ class AnalogyConfig:
     """Parameters of Deep Image Analogy. Defaults follow the original implementation.
 
     Sizes:
-        ratio: scale applied after the original's size rules (0.5 in the original; 1 for full quality).
+        ratio: scale applied after the original's size rules (0.5 in the original; 1 for full
+            quality).
         size: if set, the working long side in pixels, replacing the size rules and `ratio`.
         max_long_side, min_long_side, max_area: the original's size rules, applied before `ratio`.
     PatchMatch (per level, relu5_1 … relu1_1):
@@ -95,7 +96,8 @@ class AnalogyConfig:
         band_height: rows per band in the CPU kernel. Bands are a fixed partition of the image, not
             of the threads, so results do not depend on the number of cores.
     Fusion:
-        blend_level: 1, 2 or 3, selects α per level from BLEND_PRESETS (2 is the original's default).
+        blend_level: 1, 2 or 3, selects α per level from BLEND_PRESETS (2 is the original's
+            default).
         kappa, tau: sharpness and threshold of the sigmoid mask on normalised ‖F_A‖².
     Deconvolution:
         deconv_iterations: the most L-BFGS iterations per level and direction (100, as in the
@@ -178,17 +180,20 @@ class AnalogyConfig:
         for name in ("patch_sizes", "iterations", "radii"):
             value = getattr(self, name)
             if not isinstance(value, (tuple, list)) or len(value) != len(LEVEL_NAMES):
-                raise ConfigError(f"{name} needs one value per level ({len(LEVEL_NAMES)}, relu5_1 first), got {value!r}")
+                raise ConfigError(f"{name} needs one value per level ({len(LEVEL_NAMES)}, relu5_1 "
+                                  f"first), got {value!r}")
             object.__setattr__(self, name, tuple(value))
-        _check(self.blend_level in BLEND_PRESETS and _is_int(self.blend_level), "blend_level", "1, 2 or 3",
-               self.blend_level)
+        _check(self.blend_level in BLEND_PRESETS and _is_int(self.blend_level), "blend_level",
+               "1, 2 or 3", self.blend_level)
         object.__setattr__(self, "alphas", BLEND_PRESETS[self.blend_level])
-        _check(_is_number(self.ratio) and 0 < self.ratio <= 4, "ratio", "a number in (0, 4]", self.ratio)
+        _check(_is_number(self.ratio) and 0 < self.ratio <= 4, "ratio", "a number in (0, 4]",
+               self.ratio)
         _check(self.size is None or (_is_int(self.size) and self.size >= MIN_WORKING_SIDE), "size",
-               f"a whole number of pixels, at least {MIN_WORKING_SIDE} (or None for the size rules)", self.size)
+               f"a whole number of pixels, at least {MIN_WORKING_SIDE} "
+               "(or None for the size rules)", self.size)
         for name in ("max_long_side", "min_long_side", "max_area"):
-            _check(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "a whole number ≥ 1",
-                   getattr(self, name))
+            _check(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name,
+                   "a whole number ≥ 1", getattr(self, name))
         _check(self.min_long_side <= self.max_long_side, "min_long_side",
                f"at most max_long_side ({self.max_long_side})", self.min_long_side)
         for k in self.patch_sizes + (self.final_patch_size,):
@@ -196,33 +201,36 @@ class AnalogyConfig:
         for n in self.iterations:
             _check(_is_int(n) and n >= 0, "iterations", "whole numbers ≥ 0", n)
         for r in self.radii:
-            _check(r is None or (_is_int(r) and r >= 1), "radii", "whole numbers ≥ 1 or None (the whole map)", r)
-        _check(_is_int(self.band_height) and self.band_height >= 1, "band_height", "a whole number ≥ 1",
-               self.band_height)
+            _check(r is None or (_is_int(r) and r >= 1), "radii",
+                   "whole numbers ≥ 1 or None (the whole map)", r)
+        _check(_is_int(self.band_height) and self.band_height >= 1, "band_height",
+               "a whole number ≥ 1", self.band_height)
         _check(_is_number(self.kappa) and self.kappa > 0, "kappa", "a number > 0", self.kappa)
         _check(_is_number(self.tau) and 0 <= self.tau < 1, "tau", "a number in [0, 1)", self.tau)
         _check(_is_int(self.deconv_iterations) and self.deconv_iterations >= 0, "deconv_iterations",
                "a whole number ≥ 0", self.deconv_iterations)
-        _check(self.deconv_layers_down in (1, 2) and _is_int(self.deconv_layers_down), "deconv_layers_down",
-               "1 or 2", self.deconv_layers_down)
-        _check(_is_int(self.deconv_history) and self.deconv_history >= 1, "deconv_history", "a whole number ≥ 1",
-               self.deconv_history)
+        _check(self.deconv_layers_down in (1, 2) and _is_int(self.deconv_layers_down),
+               "deconv_layers_down", "1 or 2", self.deconv_layers_down)
+        _check(_is_int(self.deconv_history) and self.deconv_history >= 1, "deconv_history",
+               "a whole number ≥ 1", self.deconv_history)
         _check(_is_number(self.deconv_tolerance) and self.deconv_tolerance >= 0, "deconv_tolerance",
                "a number ≥ 0", self.deconv_tolerance)
-        _check(self.deconv_start in DECONV_STARTS, "deconv_start", " or ".join(DECONV_STARTS), self.deconv_start)
+        _check(self.deconv_start in DECONV_STARTS, "deconv_start", " or ".join(DECONV_STARTS),
+               self.deconv_start)
         _check(_is_number(self.deconv_gradient_tolerance) and self.deconv_gradient_tolerance >= 0,
                "deconv_gradient_tolerance", "a number ≥ 0", self.deconv_gradient_tolerance)
         _check(self.deconv_precision in ("auto", "float32", "bfloat16"), "deconv_precision",
                "auto, float32 or bfloat16", self.deconv_precision)
         _check(isinstance(self.photo, bool), "photo", "True or False", self.photo)
         for name in ("wls_lambda", "wls_alpha", "wls_eps", "confidence_sigma"):
-            _check(_is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a number > 0",
-                   getattr(self, name))
-        _check(_is_int(self.seed) and 0 <= self.seed < MAX_SEED, "seed", f"a whole number from 0 to 2**{MAX_SEED.bit_length() - 1} − 1",
-               self.seed)
+            _check(_is_number(getattr(self, name)) and getattr(self, name) > 0, name,
+                   "a number > 0", getattr(self, name))
+        _check(_is_int(self.seed) and 0 <= self.seed < MAX_SEED, "seed",
+               f"a whole number from 0 to 2**{MAX_SEED.bit_length() - 1} − 1", self.seed)
         _check(isinstance(self.weights, str) and self.weights != "", "weights",
                "caffe, torchvision or the path of a state dict", self.weights)
-        _check(isinstance(self.device, str) and re.fullmatch(DEVICE_PATTERN, self.device) is not None,
+        _check(isinstance(self.device, str)
+               and re.fullmatch(DEVICE_PATTERN, self.device) is not None,
                "device", "auto, cpu, cuda or cuda:N", self.device)
 
     def replace(self, **changes) -> "AnalogyConfig":
@@ -230,7 +238,8 @@ class AnalogyConfig:
         e.g. ``replace(size=None)`` goes back to the size rules)."""
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self) if f.init})
         if unknown:
-            raise ConfigError(f"unknown option {unknown[0]!r}; the options are AnalogyConfig's fields")
+            raise ConfigError(f"unknown option {unknown[0]!r}; the options are AnalogyConfig's "
+                              "fields")
         return dataclasses.replace(self, **changes)
 
     def as_preview(self) -> "AnalogyConfig":
@@ -241,7 +250,8 @@ class AnalogyConfig:
         """The per-level facts, from relu5_1 (coarsest) to relu1_1."""
         count = len(LEVEL_NAMES)
         return tuple(
-            Level(name, count - index, self.patch_sizes[index], self.radii[index], self.iterations[index],
-                  None if index == 0 else self.alphas[index - 1], self.seed + 7919 * (count - index))
+            Level(name, count - index, self.patch_sizes[index], self.radii[index],
+                  self.iterations[index], None if index == 0 else self.alphas[index - 1],
+                  self.seed + 7919 * (count - index))
             for index, name in enumerate(LEVEL_NAMES)
         )

@@ -23,7 +23,8 @@ from .features import VGG19Features
 
 @dataclass
 class DeconvInfo:
-    """How one deconvolution went: relative losses at the start and the end, and evaluations used."""
+    """How one deconvolution went: relative losses at the start and the end, and evaluations
+    used."""
 
     initial_loss: float
     final_loss: float
@@ -72,10 +73,12 @@ def deconvolve(
 
     def loss_of(x: torch.Tensor) -> torch.Tensor:
         out = upper(features(x.to(torch.bfloat16) if bfloat16 else x))
-        return _total((out - goal).pow(2)) / target.numel()  # bfloat16 − float32 is computed in float32
+        # bfloat16 − float32 is computed in float32
+        return _total((out - goal).pow(2)) / target.numel()
 
     def evaluate(x: torch.Tensor) -> Tuple[float, torch.Tensor]:
-        with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bfloat16):
+        with torch.enable_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16,
+                                                 enabled=bfloat16):
             x = x.detach().requires_grad_(True)
             loss = loss_of(x)
             (grad,) = torch.autograd.grad(loss, x)
@@ -140,9 +143,11 @@ def deconvolve(
                 evaluations += 1
                 if new_loss <= loss + _ARMIJO * step * slope:
                     break
-                # minimiser of the quadratic through loss, slope and new_loss, kept within [0.1, 0.5]
+                # minimiser of the quadratic through loss, slope and new_loss, kept within
+                # [0.1, 0.5]
                 curvature = new_loss - loss - step * slope
-                step *= min(0.5, max(0.1, -slope * step / (2.0 * curvature))) if curvature > 0 else 0.5
+                step *= (min(0.5, max(0.1, -slope * step / (2.0 * curvature))) if curvature > 0
+                         else 0.5)
             else:
                 break  # no decrease along this direction: x is as good as it gets here
             s = candidate.sub_(x)
@@ -192,13 +197,15 @@ def _dot(a: torch.Tensor, b: torch.Tensor, scratch: Optional[torch.Tensor] = Non
 #: sub-network in bfloat16, whose rounding alone leaves about 1e-5.
 _SOLVED = 1e-6
 _SOLVED_BFLOAT16 = 1e-4
-#: Sufficient-decrease constant of the backtracking line search, and how often it may shorten a step.
+#: Sufficient-decrease constant of the backtracking line search, and how often it may
+#: shorten a step.
 _ARMIJO = 1e-4
 _BACKTRACKS = 3
 
 
 def _lbfgs_direction(grad: torch.Tensor, pairs: List[Tuple[torch.Tensor, torch.Tensor, float]],
-                     scale: float, q: torch.Tensor, dot: Callable[[torch.Tensor, torch.Tensor], float]) -> torch.Tensor:
+                     scale: float, q: torch.Tensor,
+                     dot: Callable[[torch.Tensor, torch.Tensor], float]) -> torch.Tensor:
     """q = −H·grad by L-BFGS's two-loop recursion over the stored (s, y, 1/y·s) pairs (Nocedal &
     Wright, Algorithm 7.4), the initial inverse Hessian being `scale` (s·y / y·y of the newest
     pair). `q` is a buffer of grad's shape; `dot` the dot product."""

@@ -45,7 +45,8 @@ _received: Optional[int] = None
 
 
 def interruption(signum: int) -> KeyboardInterrupt:
-    """The exception that stands for signal `signum`: Terminated for SIGTERM, else KeyboardInterrupt."""
+    """The exception that stands for signal `signum`: Terminated for SIGTERM, else
+    KeyboardInterrupt."""
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 

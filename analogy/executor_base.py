@@ -43,7 +43,8 @@ class Attempts:
     """The pairs still to run, each with its attempt number (1, 2, …): a pair whose worker died
     goes back to the front of the queue until it has had 1 + `retries` attempts."""
 
-    def __init__(self, pairs: Sequence[Pair], retries: int, on_start: OnStart, on_retry: OnRetry) -> None:
+    def __init__(self, pairs: Sequence[Pair], retries: int, on_start: OnStart,
+                 on_retry: OnRetry) -> None:
         self.queue = collections.deque((pair, 1) for pair in pairs)
         self.retries, self.on_start, self.on_retry = retries, on_start, on_retry
 

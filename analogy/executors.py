@@ -1,11 +1,11 @@
 """Where a batch's pairs run: in this process, in worker processes on this machine, or on a Ray
 cluster. One interface, chosen once by `executor_for`; the same pair gives the same bytes on each.
 
-An executor's `run(pairs, on_start, on_retry)` (see executor_base) yields a PairOutcome per pair as it finishes. A
-worker that dies in the middle of a pair (killed, out of memory, a lost node) costs that pair one
-attempt: it is retried up to `retries` times on a fresh worker, then reported failed with the
-reason; the other pairs go on. Closing the iterator (fail-fast, Ctrl-C) stops the workers, which
-remove what they were writing.
+An executor's `run(pairs, on_start, on_retry)` (see executor_base) yields a PairOutcome per pair as
+it finishes. A worker that dies in the middle of a pair (killed, out of memory, a lost node) costs
+that pair one attempt: it is retried up to `retries` times on a fresh worker, then reported failed
+with the reason; the other pairs go on. Closing the iterator (fail-fast, Ctrl-C) stops the workers,
+which remove what they were writing.
 """
 from __future__ import annotations
 
@@ -48,10 +48,11 @@ def _worker_devices(config: AnalogyConfig, jobs: int) -> List[Optional[str]]:
     return [f"cuda:{i}" for i in range(min(jobs, torch.cuda.device_count()))]
 
 
-def executor_for(name: str, config: AnalogyConfig, save: Dict[str, bool], jobs: int, retries: int = 1,
-                 address: Optional[str] = None) -> Executor:
+def executor_for(name: str, config: AnalogyConfig, save: Dict[str, bool], jobs: int,
+                 retries: int = 1, address: Optional[str] = None) -> Executor:
     """The executor `name` ("local" or "ray") for `jobs` pairs at once, its options checked here,
-    once, before any worker starts (a bad --weights or --device is one error, not one per worker)."""
+    once, before any worker starts (a bad --weights or --device is one error, not one per
+    worker)."""
     from .features import load_vgg
 
     if name not in EXECUTORS:
@@ -83,7 +84,8 @@ class InlineExecutor:
         for pair in pairs:
             if on_start is not None:
                 on_start(pair)
-            yield self.runner(pair, None if on_progress is None else functools.partial(on_progress, pair))
+            yield self.runner(pair, None if on_progress is None
+                              else functools.partial(on_progress, pair))
 
 
 def death(exitcode: Optional[int]) -> str:
@@ -99,7 +101,8 @@ def death(exitcode: Optional[int]) -> str:
 def clean_up_after_death(pair: Pair, fresh: bool) -> None:
     """Remove what a worker killed in the middle of `pair` left in its folder (temporaries, the
     lock file) and the folder itself if the batch made it and it is empty."""
-    if clear_stale_temporaries(pair.out) and fresh:  # (not when another run took the folder meanwhile)
+    # (not when another run took the folder meanwhile)
+    if clear_stale_temporaries(pair.out) and fresh:
         try:
             pair.out.rmdir()
         except OSError:
@@ -110,18 +113,21 @@ class ProcessExecutor:
     """Pairs in worker processes on this machine, one per device (CPU workers split the cores
     between them); a worker that dies is replaced."""
 
-    def __init__(self, config: AnalogyConfig, save: Dict[str, bool], devices: Sequence[Optional[str]],
-                 retries: int = 1) -> None:
+    def __init__(self, config: AnalogyConfig, save: Dict[str, bool],
+                 devices: Sequence[Optional[str]], retries: int = 1) -> None:
         self.config, self.save, self.devices, self.retries = config, save, list(devices), retries
         cpu_workers = sum(d is None for d in devices)
-        self.threads = max(1, usable_cpus() // cpu_workers) if cpu_workers else max(1, torch.get_num_threads())
+        self.threads = (max(1, usable_cpus() // cpu_workers) if cpu_workers
+                        else max(1, torch.get_num_threads()))
 
     def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None,
             on_progress: OnProgress = None) -> Iterator[PairOutcome]:
-        context = multiprocessing.get_context("spawn")  # fork would copy torch's and Numba's thread pools
+        # fork would copy torch's and Numba's thread pools
+        context = multiprocessing.get_context("spawn")
         queue = Attempts(pairs, self.retries, on_start, on_retry)
         fresh = {pair: not pair.out.exists() for pair in pairs}
-        workers = [_WorkerProcess(context, self.config, self.save, self.threads, d) for d in self.devices]
+        workers = [_WorkerProcess(context, self.config, self.save, self.threads, d)
+                   for d in self.devices]
         succeeded = False
         try:
             while queue or any(w.pair for w in workers):
@@ -129,7 +135,8 @@ class ProcessExecutor:
                     if worker.pair is None and queue:
                         worker.send(*queue.next())
                 busy = [w for w in workers if w.pair is not None]
-                ready = set(connection.wait([w.conn for w in busy] + [w.process.sentinel for w in busy]))
+                ready = set(connection.wait([w.conn for w in busy]
+                                            + [w.process.sentinel for w in busy]))
                 for worker in busy:
                     if worker.conn not in ready and worker.process.sentinel not in ready:
                         continue
@@ -166,7 +173,8 @@ class _WorkerProcess:
 
     def start(self) -> None:
         self.conn, child = self.context.Pipe()
-        self.process = self.context.Process(target=_worker_main, args=(child, *self.args, os.getpid()), daemon=True)
+        self.process = self.context.Process(target=_worker_main,
+                                            args=(child, *self.args, os.getpid()), daemon=True)
         self.process.start()
         child.close()
 
@@ -237,8 +245,8 @@ def _watch_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _worker_main(conn, config: AnalogyConfig, save: Dict[str, bool], threads: int, device: Optional[str],
-                 parent: int) -> None:
+def _worker_main(conn, config: AnalogyConfig, save: Dict[str, bool], threads: int,
+                 device: Optional[str], parent: int) -> None:
     global _WORKING
     # Ctrl-C in a terminal reaches every process of the group: the batch alone handles it, and
     # stops its workers with SIGTERM.
@@ -262,7 +270,8 @@ def _worker_main(conn, config: AnalogyConfig, save: Dict[str, bool], threads: in
         _WORKING = True
         try:
             outcome = runner(pair, lambda stage: _send(conn, ("progress", stage)))
-        except KeyboardInterrupt:  # SIGTERM: its files are removed; the batch reports the interruption
+        except KeyboardInterrupt:
+            # SIGTERM: its files are removed; the batch reports the interruption
             os._exit(143)
         _WORKING = False
         if not _send(conn, ("done", outcome)):

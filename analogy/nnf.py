@@ -1,8 +1,8 @@
 """Nearest-neighbour fields (NNFs): creation, resampling between sizes, voting, and display.
 
 An NNF from A to B is an int32 tensor of shape (H_A, W_A, 2): nnf[y, x] = (y', x'), the position
-in B matched to position (y, x) of A. Everything here is plain torch, so it runs where the tensors are
-(the CUDA kernels of `analogy.kernels.cuda` vote on a GPU with the same results).
+in B matched to position (y, x) of A. Everything here is plain torch, so it runs where the tensors
+are (the CUDA kernels of `analogy.kernels.cuda` vote on a GPU with the same results).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def _resample_axis(n_old: int, n_new: int, device) -> Tuple[torch.Tensor, torch.
     return cell.long(), pos - cell
 
 
-def resample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape, new_shape_b: Shape) -> torch.Tensor:
+def resample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape,
+                 new_shape_b: Shape) -> torch.Tensor:
     """Resample an NNF from A→B (B of size `shape_b`) to sizes `new_shape_a` → `new_shape_b`.
 
     Each new position p takes the match of the old cell it falls in, moved by p's offset inside
@@ -32,7 +33,8 @@ def resample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape, new_shap
     for axis in range(2):
         cell, offset = _resample_axis(nnf.shape[axis], new_shape_a[axis], nnf.device)
         cell_other, _ = _resample_axis(nnf.shape[1 - axis], new_shape_a[1 - axis], nnf.device)
-        rows, cols = (cell[:, None], cell_other[None, :]) if axis == 0 else (cell_other[:, None], cell[None, :])
+        rows, cols = ((cell[:, None], cell_other[None, :]) if axis == 0
+                      else (cell_other[:, None], cell[None, :]))
         old = nnf[rows, cols, axis].double()
         off = offset[:, None] if axis == 0 else offset[None, :]
         scale = new_shape_b[axis] / shape_b[axis]
@@ -48,7 +50,8 @@ def identity_nnf(shape_a: Shape, shape_b: Shape, device="cpu") -> torch.Tensor:
     return resample_nnf(point, (1, 1), shape_a, shape_b)
 
 
-def upsample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape, new_shape_b: Shape) -> torch.Tensor:
+def upsample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape,
+                 new_shape_b: Shape) -> torch.Tensor:
     """Upsample an NNF from one pyramid level to the next finer one (sizes ×2)."""
     return resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
 
@@ -75,7 +78,8 @@ def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tens
             match = nnf[yy[:, None], xx[None, :]].long()
             sy = match[..., 0] - dy
             sx = match[..., 1] - dx
-            inside = ((ys + dy >= 0) & (ys + dy < h))[:, None] & ((xs + dx >= 0) & (xs + dx < w))[None, :]
+            inside = (((ys + dy >= 0) & (ys + dy < h))[:, None]
+                      & ((xs + dx >= 0) & (xs + dx < w))[None, :])
             inside &= (sy >= 0) & (sy < hb) & (sx >= 0) & (sx < wb)
             index = (sy.clamp(0, hb - 1) * wb + sx.clamp(0, wb - 1)).reshape(-1)
             weight = inside.reshape(-1).to(source.dtype)
@@ -106,12 +110,13 @@ def flow_to_color(nnf: torch.Tensor, shape_b: Shape) -> np.ndarray:
     return np.rint(np.stack(rgb, axis=-1) * 255.0).astype(np.uint8)
 
 
-def consistency_confidence(nnf_ab: torch.Tensor, nnf_ba: torch.Tensor, sigma: float = 0.01) -> torch.Tensor:
+def consistency_confidence(nnf_ab: torch.Tensor, nnf_ba: torch.Tensor,
+                           sigma: float = 0.01) -> torch.Tensor:
     """Forward–backward consistency of two NNFs, per position of A: float32 (H_A, W_A) in [0, 1].
 
     For each p of A, q = φ_b→a(φ_a→b(p)) is where the round trip A → B′ → A lands; the confidence
-    is exp(−d² / 2s²) with d = ‖q − p‖ in pixels of A and s = `sigma` × A's long side. It is exactly 1
-    where the round trip comes back to p, about 0.61 at d = s and below 0.01 beyond d = 3s. Where
+    is exp(−d² / 2s²) with d = ‖q − p‖ in pixels of A and s = `sigma` × A's long side. It is exactly
+    1 where the round trip comes back to p, about 0.61 at d = s and below 0.01 beyond d = 3s. Where
     a region of A has no counterpart in B′, its matches land on whatever is least unlike it, and the
     way back from there usually goes elsewhere: low confidence. The confidence of B′'s positions
     is the same function with the NNFs swapped. Plain torch; accepts int tensors or numpy arrays.
@@ -152,8 +157,10 @@ def gridness(nnf: torch.Tensor, cell: int = 16) -> Tuple[float, float]:
     gives much more. NaN when there are no discontinuities off the grid.
     """
     across_cols, across_rows = discontinuities(nnf)
-    on_col = (torch.arange(1, across_cols.shape[1] + 1, device=nnf.device) % cell == 0)[None, :].expand_as(across_cols)
-    on_row = (torch.arange(1, across_rows.shape[0] + 1, device=nnf.device) % cell == 0)[:, None].expand_as(across_rows)
+    on_col = ((torch.arange(1, across_cols.shape[1] + 1, device=nnf.device) % cell == 0)[None, :]
+              .expand_as(across_cols))
+    on_row = ((torch.arange(1, across_rows.shape[0] + 1, device=nnf.device) % cell == 0)[:, None]
+              .expand_as(across_rows))
     on_count = int(on_col.sum() + on_row.sum())
     off_count = across_cols.numel() + across_rows.numel() - on_count
     on = int(across_cols[on_col].sum() + across_rows[on_row].sum())

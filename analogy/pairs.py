@@ -31,7 +31,8 @@ RECORD = "analogy.json"
 
 @dataclass(frozen=True)
 class Pair:
-    """One analogy of a batch: structure image `a`, appearance image `b_prime`, output folder `out`."""
+    """One analogy of a batch: structure image `a`, appearance image `b_prime`, output folder
+    `out`."""
 
     a: Path
     b_prime: Path
@@ -114,7 +115,8 @@ def write_pair_files(pair: Pair, files: Dict[str, bytes], config: AnalogyConfig)
     holds the folder, see output_folder)."""
     names = list(files)
     record = json.dumps(pair_record(pair, config, names), indent=1, ensure_ascii=False) + "\n"
-    files = {**files, RECORD: record.encode("utf-8")}  # last: its presence says the others are complete
+    # last: its presence says the others are complete
+    files = {**files, RECORD: record.encode("utf-8")}
     write_files_atomically({pair.out / name: data for name, data in files.items()})
 
 

@@ -65,7 +65,8 @@ def exact_nnf(
     ones_a = torch.ones_like(a.sq_norms)[..., None]
     ones_b = torch.ones_like(b.sq_norms)[..., None]
     fa = _zero_pad(torch.cat([-2.0 * a.features, a.sq_norms[..., None], ones_a], -1), half)
-    fb = _zero_pad(torch.cat([b.features, ones_b, b.sq_norms[..., None]], -1), half).reshape(-1, fa.shape[-1])
+    fb = (_zero_pad(torch.cat([b.features, ones_b, b.sq_norms[..., None]], -1), half)
+          .reshape(-1, fa.shape[-1]))
     rows_count = _overlap_count(ha, hb, half, fa.device)
     cols_count = _overlap_count(wa, wb, half, fa.device)
     pw, phb, pwb = wa + 2 * half, hb + 2 * half, wb + 2 * half

@@ -1,7 +1,7 @@
-"""The coarse-to-fine driver (the paper's Algorithm 1): VGG19 features of A and B′; then, from relu5_1
-down to relu1_1, one step per level: the NNF search both ways, and, above relu1_1, the next level's
-features of A′ and B (warp, deconvolve, fuse) and the NNFs upsampled to start the next search;
-finally A′ and B voted from the images at the inputs' resolution."""
+"""The coarse-to-fine driver (the paper's Algorithm 1): VGG19 features of A and B′; then, from
+relu5_1 down to relu1_1, one step per level: the NNF search both ways, and, above relu1_1, the next
+level's features of A′ and B (warp, deconvolve, fuse) and the NNFs upsampled to start the next
+search; finally A′ and B voted from the images at the inputs' resolution."""
 from __future__ import annotations
 
 import math
@@ -111,10 +111,11 @@ class AnalogyResult:
     image_b: Optional[np.ndarray] = None
 
     def quality(self, vgg: Optional[VGG19Features] = None) -> QualityScores:
-        """The result's quality scores (`analogy.metrics`): style of A′ and B, structure of A′ and B,
-        computed on demand from A′, B and the inputs `image_a` (A) and `image_b` (B′)."""
+        """The result's quality scores (`analogy.metrics`): style of A′ and B, structure of A′ and
+        B, computed on demand from A′, B and the inputs `image_a` (A) and `image_b` (B′)."""
         if self.image_a is None or self.image_b is None:
-            raise ValueError("this result does not hold its inputs (image_a, image_b), which the scores need")
+            raise ValueError("this result does not hold its inputs (image_a, image_b), which the "
+                             "scores need")
         return quality_scores(self.a_prime, self.b, self.image_a, self.image_b, vgg)
 
     def confidence(self, side: str = "ab", sigma: Optional[float] = None) -> np.ndarray:
@@ -125,9 +126,11 @@ class AnalogyResult:
         counterpart in the other image; nothing in the pipeline uses it."""
         if side not in ("ab", "ba"):
             raise ValueError(f"side must be 'ab' or 'ba', not {side!r}")
-        forward, backward = (self.nnf_ab, self.nnf_ba) if side == "ab" else (self.nnf_ba, self.nnf_ab)
+        forward, backward = ((self.nnf_ab, self.nnf_ba) if side == "ab"
+                             else (self.nnf_ba, self.nnf_ab))
         sigma = self.confidence_sigma if sigma is None else sigma
-        return consistency_confidence(torch.from_numpy(forward), torch.from_numpy(backward), sigma).numpy()
+        return consistency_confidence(torch.from_numpy(forward), torch.from_numpy(backward),
+                                      sigma).numpy()
 
 
 class _Clock:
@@ -138,7 +141,8 @@ class _Clock:
         self.levels: Dict[str, Dict[str, object]] = {}
 
     @contextmanager
-    def __call__(self, stage: str, level: Optional[str] = None, key: Optional[str] = None) -> Iterator[None]:
+    def __call__(self, stage: str, level: Optional[str] = None,
+                 key: Optional[str] = None) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
@@ -179,28 +183,32 @@ def run_analogy(
     device = resolve_device(config.device)
     kernels = kernels_for(device, config.band_height)
     vgg = vgg if vgg is not None else load_vgg(config.weights, str(device))
-    size_a, size_b = working_size(image_a.shape[:2], config), working_size(image_b.shape[:2], config)
+    size_a, size_b = (working_size(image_a.shape[:2], config),
+                      working_size(image_b.shape[:2], config))
     try:
         with kernels.deterministic(), torch.no_grad():
-            return _run(image_a, image_b, size_a, size_b, config, vgg, kernels, progress or (lambda _: None),
-                        on_search, cache, keys)
+            return _run(image_a, image_b, size_a, size_b, config, vgg, kernels,
+                        progress or (lambda _: None), on_search, cache, keys)
     except Exception as exc:
         if isinstance(exc, OutOfMemoryError) or not kernels.is_out_of_memory(exc):
             raise
         failure = type(exc).__name__
-    # Out of the except block, what the failed work held is freed: what is free now is what a run has.
+    # Out of the except block, what the failed work held is freed: what is free now is what
+    # a run has.
     if device.type == "cuda":
         torch.cuda.empty_cache()
     free = free_memory(device)
     side = None if free is None else size_that_fits(size_a, size_b, free)
-    where = f"out of memory at working sizes {size_a[1]}×{size_a[0]} and {size_b[1]}×{size_b[0]} ({failure})"
+    where = (f"out of memory at working sizes {size_a[1]}×{size_a[0]} and {size_b[1]}×{size_b[0]} "
+             f"({failure})")
     if free is None:
         raise OutOfMemoryError(f"{where}; use a smaller --size or --ratio")
     if side is None:
-        raise OutOfMemoryError(f"{where}; only {free / 1e9:.1f} GB is free here, too little even for the "
-                               f"smallest working size: free some memory (close other programs)")
-    raise OutOfMemoryError(f"{where}; use a smaller --size (--size {side} should fit in the {free / 1e9:.1f} GB "
-                           f"free here) or --ratio")
+        raise OutOfMemoryError(f"{where}; only {free / 1e9:.1f} GB is free here, too little even "
+                               "for the smallest working size: free some memory (close other "
+                               "programs)")
+    raise OutOfMemoryError(f"{where}; use a smaller --size (--size {side} should fit in the "
+                           f"{free / 1e9:.1f} GB free here) or --ratio")
 
 
 #: Memory an analogy needs per working pixel (A's and B′'s together) at its peak, with a margin:
@@ -232,7 +240,8 @@ def size_that_fits(size_a: Shape, size_b: Shape, free: int) -> Optional[int]:
     """The largest working long side (a --size) below that of `size_a` and `size_b` at which A's and
     B′'s estimated memory (BYTES_PER_WORKING_PIXEL) fits in `free` bytes; None if none does."""
     long_side = max(size_a + size_b)
-    pixels_per_side2 = sum(h * w / max(h, w) ** 2 for h, w in (size_a, size_b))  # at --size S: this × S²
+    # at --size S: this × S²
+    pixels_per_side2 = sum(h * w / max(h, w) ** 2 for h, w in (size_a, size_b))
     fits = math.sqrt(free / (BYTES_PER_WORKING_PIXEL * pixels_per_side2))
     side = SIZE_MULTIPLE * int(min(fits, long_side - 1) / SIZE_MULTIPLE)
     return side if side >= MIN_WORKING_SIDE else None
@@ -247,8 +256,10 @@ def _features(vgg: VGG19Features, image: np.ndarray, size: Shape, cache: Optiona
 
 
 def deconv_in_bfloat16(config: AnalogyConfig, kernels: Kernels) -> bool:
-    """Whether the deconvolution's convolutions run in bfloat16 (see AnalogyConfig.deconv_precision)."""
-    return config.deconv_precision == "bfloat16" or (config.deconv_precision == "auto" and kernels.native_bfloat16)
+    """Whether the deconvolution's convolutions run in bfloat16 (see
+    AnalogyConfig.deconv_precision)."""
+    return config.deconv_precision == "bfloat16" or (config.deconv_precision == "auto"
+                                                     and kernels.native_bfloat16)
 
 
 @dataclass(frozen=True)
@@ -268,8 +279,9 @@ class _Pyramid:
     """The per-level step and its stages, on the known images' features `fa` (A) and `fb` (B′),
     lists indexed by VGG level (0 = the image, 1 … 5 = relu1_1 … relu5_1)."""
 
-    def __init__(self, config: AnalogyConfig, vgg: VGG19Features, kernels: Kernels, fa: List[torch.Tensor],
-                 fb: List[torch.Tensor], clock: _Clock, on_search: SearchObserver) -> None:
+    def __init__(self, config: AnalogyConfig, vgg: VGG19Features, kernels: Kernels,
+                 fa: List[torch.Tensor], fb: List[torch.Tensor], clock: _Clock,
+                 on_search: SearchObserver) -> None:
         self.config, self.vgg, self.kernels = config, vgg, kernels
         self.fa, self.fb = fa, fb
         self.clock, self.on_search = clock, on_search
@@ -278,7 +290,8 @@ class _Pyramid:
     def start(self, top: Level) -> LevelState:
         fa, fb = self.fa[top.layer], self.fb[top.layer]
         shape_a, shape_b = tuple(fa.shape[-2:]), tuple(fb.shape[-2:])
-        return LevelState(fa, fb, identity_nnf(shape_a, shape_b, fa.device), identity_nnf(shape_b, shape_a, fa.device))
+        return LevelState(fa, fb, identity_nnf(shape_a, shape_b, fa.device),
+                          identity_nnf(shape_b, shape_a, fa.device))
 
     def step(self, level: Level, state: LevelState, below: Optional[Level]) -> LevelState:
         """The NNFs at `level` both ways, then (unless it is the finest) the state of `below`."""
@@ -289,10 +302,13 @@ class _Pyramid:
         if below is None:
             return LevelState(state.a_prime, state.b, nnf_ab, nnf_ba)
         return LevelState(
-            a_prime=self.reconstruct(level, below, "ab", nnf_ab, structure=self.fa, appearance=self.fb),
+            a_prime=self.reconstruct(level, below, "ab", nnf_ab, structure=self.fa,
+                                     appearance=self.fb),
             b=self.reconstruct(level, below, "ba", nnf_ba, structure=self.fb, appearance=self.fa),
-            nnf_ab=self.resample(nnf_ab, self.fb[level.layer], self.fa[below.layer], self.fb[below.layer]),
-            nnf_ba=self.resample(nnf_ba, self.fa[level.layer], self.fb[below.layer], self.fa[below.layer]),
+            nnf_ab=self.resample(nnf_ab, self.fb[level.layer], self.fa[below.layer],
+                                 self.fb[below.layer]),
+            nnf_ba=self.resample(nnf_ba, self.fa[level.layer], self.fb[below.layer],
+                                 self.fa[below.layer]),
         )
 
     def search(self, level: Level, direction: str, source: SearchFeatures, target: SearchFeatures,
@@ -300,8 +316,8 @@ class _Pyramid:
         """PatchMatch from `source` to `target` starting at `start` (the NNF φ_a→b or φ_b→a)."""
         seed = level.seed + (direction == "ba")
         with self.clock("patchmatch", level.name, f"patchmatch_{direction}_s"):
-            nnf, cost = self.kernels.search(source, target, start, level.patch_size, level.iterations,
-                                            level.radius, seed)
+            nnf, cost = self.kernels.search(source, target, start, level.patch_size,
+                                            level.iterations, level.radius, seed)
         raise_if_interrupted()  # a signal that came while the kernels were loading
         self.clock.note(level.name, f"cost_{direction}", float(cost.mean()))
         if self.on_search is not None:
@@ -322,12 +338,13 @@ class _Pyramid:
             warped = self.kernels.vote(appearance[level.layer][0], nnf, level.patch_size)[None]
             start = self.deconv_start(level, nnf, structure, appearance)
             deconvolved, info = deconvolve(
-                self.vgg, level.layer, warped, start, config.deconv_layers_down, config.deconv_iterations,
-                config.deconv_history, config.deconv_tolerance, config.deconv_gradient_tolerance,
-                self.bfloat16, self.kernels.dot,
+                self.vgg, level.layer, warped, start, config.deconv_layers_down,
+                config.deconv_iterations, config.deconv_history, config.deconv_tolerance,
+                config.deconv_gradient_tolerance, self.bfloat16, self.kernels.dot,
             )
         raise_if_interrupted()
-        self.clock.note(level.name, f"deconv_{direction}_loss", (info.initial_loss, info.final_loss))
+        self.clock.note(level.name, f"deconv_{direction}_loss",
+                        (info.initial_loss, info.final_loss))
         self.clock.note(level.name, f"deconv_{direction}_evaluations", info.evaluations)
         with self.clock("fusion"):
             own = structure[below.layer]
@@ -346,14 +363,16 @@ class _Pyramid:
 
     def resample(self, nnf: torch.Tensor, target: torch.Tensor, source_below: torch.Tensor,
                  target_below: torch.Tensor) -> torch.Tensor:
-        """An NNF into `target`'s map, taken to the maps of a lower level (one level down: sizes ×2)."""
-        return self.kernels.resample_nnf(nnf, tuple(target.shape[-2:]), tuple(source_below.shape[-2:]),
+        """An NNF into `target`'s map, taken to the maps of a lower level (one level down: sizes
+        ×2)."""
+        return self.kernels.resample_nnf(nnf, tuple(target.shape[-2:]),
+                                         tuple(source_below.shape[-2:]),
                                          tuple(target_below.shape[-2:]))
 
 
-def _run(image_a, image_b, size_a, size_b, config: AnalogyConfig, vgg: VGG19Features, kernels: Kernels,
-         progress: Callable[[str], None], on_search: SearchObserver = None, cache=None,
-         keys=(None, None)) -> AnalogyResult:
+def _run(image_a, image_b, size_a, size_b, config: AnalogyConfig, vgg: VGG19Features,
+         kernels: Kernels, progress: Callable[[str], None], on_search: SearchObserver = None,
+         cache=None, keys=(None, None)) -> AnalogyResult:
     clock = _Clock()
     t_start = time.perf_counter()
 

@@ -32,7 +32,8 @@ def require_ray():
     try:
         import ray
     except ImportError:
-        raise ConfigError("--executor ray needs Ray, an optional extra: pip install 'analogy[ray]'") from None
+        raise ConfigError("--executor ray needs Ray, an optional extra: "
+                          "pip install 'analogy[ray]'") from None
     return ray
 
 
@@ -59,7 +60,8 @@ class PairWorker:
         set_threads(threads)
         self.runner = PairRunner(config, save)
 
-    def run(self, pair: Pair, a: EncodedImage, b_prime: EncodedImage) -> Tuple[PairOutcome, Dict[str, bytes]]:
+    def run(self, pair: Pair, a: EncodedImage,
+            b_prime: EncodedImage) -> Tuple[PairOutcome, Dict[str, bytes]]:
         """The pair's outcome and, when it is done, its encoded output files."""
         files: Dict[str, bytes] = {}
 
@@ -91,8 +93,10 @@ class RayExecutor:
                     else:
                         ray.init(address=address, **options)
             except Exception as exc:  # noqa: BLE001 - Ray raises many kinds (connection, version)
-                raise ConfigError(f"cannot start or reach Ray{f' at {address}' if address else ''}: "
-                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                raise ConfigError("cannot start or reach Ray"
+                                  f"{f' at {address}' if address else ''}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                                  ) from None
             finally:
                 if handler is not None:
                     signal.signal(signal.SIGTERM, handler)
@@ -101,13 +105,16 @@ class RayExecutor:
         gpus = int(resources.get("GPU", 0))
         if config.device.startswith("cuda") and not gpus:
             self.close()
-            raise ConfigError(f"--device {config.device}: the Ray cluster has no GPU; use --device auto or cpu")
+            raise ConfigError(f"--device {config.device}: the Ray cluster has no GPU; "
+                              "use --device auto or cpu")
         if gpus and config.device != "cpu":
             self.workers, self.threads = min(jobs, gpus), 1
             self.options = dict(num_gpus=1, num_cpus=1)
-            self.worker_config = config.replace(device="cuda")  # Ray gives each worker its own GPU as cuda:0
+            # Ray gives each worker its own GPU as cuda:0
+            self.worker_config = config.replace(device="cuda")
         else:
-            largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+            largest = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")),
+                          default=1)
             self.workers = jobs
             self.threads = int(max(1, min(largest, resources.get("CPU", 1) // jobs)))
             self.options = dict(num_cpus=self.threads)
@@ -125,7 +132,8 @@ class RayExecutor:
 
     def run(self, pairs: Sequence[Pair], on_start: OnStart = None, on_retry: OnRetry = None,
             on_progress: OnProgress = None) -> Iterator[PairOutcome]:
-        """As the Executor protocol says; a Ray worker reports no stages (`on_progress` is not called)."""
+        """As the Executor protocol says; a Ray worker reports no stages (`on_progress` is not
+        called)."""
         ray = self.ray
         inputs: Dict[Path, object] = {}  # input path → its bytes in the object store, sent once
         uses = collections.Counter(path for pair in pairs for path in (pair.a, pair.b_prime))
@@ -155,7 +163,8 @@ class RayExecutor:
                         a, b = encoded(pair.a), encoded(pair.b_prime)
                     except OSError as exc:
                         finished(pair)
-                        yield PairOutcome(pair, "failed", f"{exc.filename}: cannot read it ({exc.strerror or exc})")
+                        yield PairOutcome(pair, "failed",
+                                          f"{exc.filename}: cannot read it ({exc.strerror or exc})")
                         continue
                     running[workers[slot].run.remote(pair, a, b)] = (slot, pair, attempt)
                 if not running:
@@ -164,8 +173,10 @@ class RayExecutor:
                 slot, pair, attempt = running.pop(task)
                 try:
                     outcome, files = ray.get(task)
-                except ray.exceptions.RayTaskError as exc:  # the worker's code raised: a bug, not a death
-                    outcome = PairOutcome(pair, "failed", str(exc.cause if exc.cause else exc).splitlines()[0])
+                except ray.exceptions.RayTaskError as exc:
+                    # the worker's code raised: a bug, not a death
+                    outcome = PairOutcome(pair, "failed",
+                                          str(exc.cause if exc.cause else exc).splitlines()[0])
                 except ray.exceptions.RayError as exc:  # the worker process or its node died
                     ray.kill(workers[slot], no_restart=True)
                     workers[slot] = self._new_worker()
@@ -176,7 +187,9 @@ class RayExecutor:
                 if outcome.status == "done":
                     outcome = self._write(outcome, files)
                 yield outcome
-        finally:  # killing the workers cancels their tasks; they write nothing, so there is nothing to clean
+        finally:
+            # killing the workers cancels their tasks; they write nothing, so there is
+            # nothing to clean
             for worker in workers:
                 ray.kill(worker, no_restart=True)
             self.close()

@@ -7,7 +7,8 @@ import torch
 from .kernels import Kernels
 
 
-def reconstruct(kernels: Kernels, source: np.ndarray, nnf: torch.Tensor, patch_size: int = 3) -> np.ndarray:
+def reconstruct(kernels: Kernels, source: np.ndarray, nnf: torch.Tensor,
+                patch_size: int = 3) -> np.ndarray:
     """The image whose every patch is voted from `source` (H_B×W_B×3 uint8) through `nnf`, an NNF
     at the output sizes (the finest working NNF resampled)."""
     src = torch.from_numpy(np.array(source, dtype=np.float32)).permute(2, 0, 1).to(nnf.device)

@@ -56,7 +56,8 @@ _LEAF = 16
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
-    """Rec. 601 luma of an H×W×3 image (any range) as float64 H×W; a 2-D array is returned as float64."""
+    """Rec. 601 luma of an H×W×3 image (any range) as float64 H×W; a 2-D array is returned as
+    float64."""
     rgb = np.asarray(rgb, dtype=np.float64)
     return rgb if rgb.ndim == 2 else rgb @ LUMA
 
@@ -169,7 +170,8 @@ def refine_photo(result_image: np.ndarray, structure_image: np.ndarray, lam: flo
 
 
 def refine_photos(pairs: Sequence[Tuple[np.ndarray, np.ndarray]], lam: float = WLS_LAMBDA,
-                  alpha: float = WLS_ALPHA, eps: float = WLS_EPS, workers: int = 2) -> List[np.ndarray]:
+                  alpha: float = WLS_ALPHA, eps: float = WLS_EPS,
+                  workers: int = 2) -> List[np.ndarray]:
     """`refine_photo` of several (result, structure) pairs, in up to `workers` threads."""
     if workers <= 1 or len(pairs) <= 1:
         return [refine_photo(r, s, lam, alpha, eps) for r, s in pairs]

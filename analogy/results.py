@@ -19,7 +19,8 @@ A_PRIME, B, NNF_AB, NNF_BA, FLOW_AB, FLOW_BA = (
 CONFIDENCE_AB, CONFIDENCE_BA = "confidence_ab.png", "confidence_ba.png"
 
 
-def output_names(save_nnf: bool = False, save_flow: bool = False, save_confidence: bool = False) -> List[str]:
+def output_names(save_nnf: bool = False, save_flow: bool = False,
+                 save_confidence: bool = False) -> List[str]:
     """The file names save_result writes with these options."""
     names = [A_PRIME, B]
     names += [NNF_AB, NNF_BA] if save_nnf else []
@@ -52,6 +53,7 @@ def save_result(result: AnalogyResult, out_dir: Union[str, os.PathLike], save_nn
     """Write the result's files (see result_files) into `out_dir`, created if needed; return
     the paths written. All the files are replaced, or none is."""
     folder = check_output_folder(out_dir, create=True)
-    files = {folder / name: data for name, data in result_files(result, save_nnf, save_flow, save_confidence).items()}
+    files = {folder / name: data
+             for name, data in result_files(result, save_nnf, save_flow, save_confidence).items()}
     write_files_atomically(files)
     return {path.name: path for path in files}

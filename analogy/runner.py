@@ -1,4 +1,5 @@
-"""Running analogies from Python: `Analogy` keeps VGG19 loaded for many pairs, `analogy` runs one."""
+"""Running analogies from Python: `Analogy` keeps VGG19 loaded for many pairs, `analogy` runs
+one."""
 from __future__ import annotations
 
 from typing import Optional
@@ -19,8 +20,8 @@ class Analogy:
     ...     result = runner(photo, "starry_night.jpg")
     """
 
-    def __init__(self, config: Optional[AnalogyConfig] = None, feature_cache: Optional[FeatureCache] = None,
-                 **options) -> None:
+    def __init__(self, config: Optional[AnalogyConfig] = None,
+                 feature_cache: Optional[FeatureCache] = None, **options) -> None:
         """`feature_cache`, if given, keeps the VGG maps of images given as file paths, so that a
         file used in many pairs (a style image) is analysed once per working size."""
         self.config = (config or AnalogyConfig()).replace(**options)
@@ -28,7 +29,8 @@ class Analogy:
         self.vgg: VGG19Features = load_vgg(self.config.weights, str(self.device))
         self.feature_cache = feature_cache
 
-    def __call__(self, a: ImageLike, b_prime: ImageLike, progress: Progress = None, **options) -> AnalogyResult:
+    def __call__(self, a: ImageLike, b_prime: ImageLike, progress: Progress = None,
+                 **options) -> AnalogyResult:
         """Analogy of structure image `a` and appearance image `b_prime` (paths, PIL images or
         H×W×3 uint8 arrays). `options` override this runner's configuration for this pair
         (fields that change the network, `weights` and `device`, need a new runner)."""

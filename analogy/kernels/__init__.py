@@ -27,14 +27,16 @@ Shape = Tuple[int, int]
 
 
 class Kernels(Protocol):
-    """What every device provides. `a`, `b` are `analogy.patchmatch.SearchFeatures` on the device."""
+    """What every device provides. `a`, `b` are `analogy.patchmatch.SearchFeatures` on the
+    device."""
 
     device: torch.device
-    #: Whether the device computes bfloat16 convolutions natively (see AnalogyConfig.deconv_precision).
+    #: Whether the device computes bfloat16 convolutions natively (see
+    #: AnalogyConfig.deconv_precision).
     native_bfloat16: bool
 
-    def search(self, a, b, init: torch.Tensor, patch_size: int, iterations: int, radius: Optional[int] = None,
-               seed: int = 0, samples: int = 1,
+    def search(self, a, b, init: torch.Tensor, patch_size: int, iterations: int,
+               radius: Optional[int] = None, seed: int = 0, samples: int = 1,
                evaluations: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """PatchMatch from A to B starting at the NNF `init`; returns (nnf, cost per position).
 
@@ -50,7 +52,8 @@ class Kernels(Protocol):
         """Patch voting of a C×H_B×W_B `source` through `nnf` (see `analogy.nnf.vote`); equal bytes
         on every device."""
 
-    def resample_nnf(self, nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape, new_shape_b: Shape) -> torch.Tensor:
+    def resample_nnf(self, nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape,
+                     new_shape_b: Shape) -> torch.Tensor:
         """`analogy.nnf.resample_nnf`; equal results on every device."""
 
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> float:
@@ -66,7 +69,8 @@ class Kernels(Protocol):
 
 
 def kernels_for(device: torch.device, band_height: int = 4) -> Kernels:
-    """The kernels for a resolved `device` (see `resolve_device`); `band_height` is the CPU search's."""
+    """The kernels for a resolved `device` (see `resolve_device`); `band_height` is the CPU
+    search's."""
     if device.type == "cuda":
         from .cuda import CudaKernels
 
@@ -99,7 +103,8 @@ def resolve_device(device: str) -> torch.device:
         raise DeviceError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     index = target.index if target.index is not None else torch.cuda.current_device()
     if not 0 <= index < torch.cuda.device_count():
-        raise DeviceError(f"no CUDA device {index} (there are {torch.cuda.device_count()}); use --device cuda (or auto)")
+        raise DeviceError(f"no CUDA device {index} (there are {torch.cuda.device_count()}); use "
+                          "--device cuda (or auto)")
     reason = cuda_problem(index)
     if reason is None:
         return torch.device("cuda", index)
@@ -109,4 +114,5 @@ def resolve_device(device: str) -> torch.device:
         warnings.warn(f"a CUDA device is present, but {reason}; running on the CPU "
                       "(pip install 'analogy[cuda]')", stacklevel=1)
         return torch.device("cpu")
-    raise DeviceError(f"a CUDA device is present, but {reason}; use --device cpu (or pip install 'analogy[cuda]')")
+    raise DeviceError(f"a CUDA device is present, but {reason}; use --device cpu "
+                      "(or pip install 'analogy[cuda]')")

@@ -36,7 +36,8 @@ def _clamp(v, lo, hi):
 
 
 def _overlap(a, b, half, na, nb):
-    """The offsets d in [-half, half] with a + d inside [0, na) and b + d inside [0, nb), as (lo, hi)."""
+    """The offsets d in [-half, half] with a + d inside [0, na) and b + d inside [0, nb), as
+    (lo, hi)."""
     a, b = np.int64(a), np.int64(b)  # a CPU prange index can be unsigned, and -a must not wrap
     return max(max(-half, -a), -b), min(min(half, na - 1 - a), nb - 1 - b)
 
@@ -80,7 +81,8 @@ def device_functions(jit: Callable, layout: str) -> DeviceFunctions:
 
     @jit
     def random_in(seed, counter, y, x, sample, ylo, yhi, xlo, xhi):
-        """A reproducible (y, x) uniform in [ylo, yhi] × [xlo, xhi], keyed by (seed, counter, y, x, sample)."""
+        """A reproducible (y, x) uniform in [ylo, yhi] × [xlo, xhi], keyed by
+        (seed, counter, y, x, sample)."""
         h = mix64(np.uint64(seed) * _GOLDEN + np.uint64(counter))
         h = mix64(h ^ (np.uint64(y) * _FNV + np.uint64(x)))
         h = mix64(h + np.uint64(sample) * _GOLDEN)
@@ -152,7 +154,8 @@ def device_functions(jit: Callable, layout: str) -> DeviceFunctions:
             for _ in range(samples):
                 cy, cx = random_in(seed, counter, y, x, sample, max(by - r, 0), min(by + r, hb - 1),
                                    max(bx - r, 0), min(bx + r, wb - 1))
-                by, bx, best, tried = try_candidate(fa, na, fb, nb, y, x, cy, cx, half, by, bx, best)
+                by, bx, best, tried = try_candidate(fa, na, fb, nb, y, x, cy, cx, half, by, bx,
+                                                    best)
                 n += tried
                 sample += 1
             r //= 2

@@ -51,7 +51,8 @@ def _improve(fa, na, fb, nb, nnf, cost, half, radius, samples, seed, it, y, x, s
     best = cost[y, x]
     by, bx, best, n_left = _try_neighbour(fa, na, fb, nb, nnf, y, x, 0, -step, half, by, bx, best)
     by, bx, best, n_up = _try_neighbour(fa, na, fb, nb, nnf, y, x, -step, 0, half, by, bx, best)
-    by, bx, best, n_random = _random_search(fa, na, fb, nb, y, x, half, radius, samples, seed, it, by, bx, best)
+    by, bx, best, n_random = _random_search(fa, na, fb, nb, y, x, half, radius, samples, seed, it,
+                                            by, bx, best)
     counts[y] += n_left + n_up + n_random
     nnf[y, x, 0] = by
     nnf[y, x, 1] = bx
@@ -59,14 +60,16 @@ def _improve(fa, na, fb, nb, nnf, cost, half, radius, samples, seed, it, y, x, s
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def search_arrays(fa, na, fb, nb, nnf, cost, half, iterations, radius, samples, seed, band_height, counts):
+def search_arrays(fa, na, fb, nb, nnf, cost, half, iterations, radius, samples, seed, band_height,
+                  counts):
     """PatchMatch from A (fa, na) to B (fb, nb) on numpy arrays, improving `nnf` in place and
     filling `cost`. `counts[y]` is increased by the number of patch distances evaluated for row y
     (each row is written by one thread at a time, so the count is exact)."""
     ha, wa = na.shape
     for y in prange(ha):
         for x in range(wa):
-            cost[y, x] = _patch_cost(fa, na, fb, nb, y, x, nnf[y, x, 0], nnf[y, x, 1], half, NO_LIMIT)
+            cost[y, x] = _patch_cost(fa, na, fb, nb, y, x, nnf[y, x, 0], nnf[y, x, 1], half,
+                                     NO_LIMIT)
             counts[y] += 1
     bands = (ha + band_height - 1) // band_height
     for it in range(iterations):
@@ -80,7 +83,8 @@ def search_arrays(fa, na, fb, nb, nnf, cost, half, iterations, radius, samples, 
                     y = y1 - 1 - i if reverse else y0 + i
                     for k in range(wa):
                         x = wa - 1 - k if reverse else k
-                        _improve(fa, na, fb, nb, nnf, cost, half, radius, samples, seed, it, y, x, step, counts)
+                        _improve(fa, na, fb, nb, nnf, cost, half, radius, samples, seed, it, y, x,
+                                 step, counts)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -90,7 +94,8 @@ def cost_arrays(fa, na, fb, nb, nnf, half):
     out = np.empty((ha, wa), dtype=np.float32)
     for y in prange(ha):
         for x in range(wa):
-            out[y, x] = _patch_cost(fa, na, fb, nb, y, x, nnf[y, x, 0], nnf[y, x, 1], half, NO_LIMIT)
+            out[y, x] = _patch_cost(fa, na, fb, nb, y, x, nnf[y, x, 0], nnf[y, x, 1], half,
+                                    NO_LIMIT)
     return out
 
 
@@ -131,8 +136,8 @@ class CpuKernels:
         results do not depend on the number of cores)."""
         self.band_height = int(band_height)
 
-    def search(self, a, b, init: torch.Tensor, patch_size: int, iterations: int, radius: Optional[int] = None,
-               seed: int = 0, samples: int = 1,
+    def search(self, a, b, init: torch.Tensor, patch_size: int, iterations: int,
+               radius: Optional[int] = None, seed: int = 0, samples: int = 1,
                evaluations: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         radius = radius if radius is not None else max(b.shape)
         nnf = init.to(torch.int32).clone().contiguous()
@@ -140,9 +145,9 @@ class CpuKernels:
         if evaluations is None:
             evaluations = torch.zeros(a.shape[0], dtype=torch.int64)
         search_arrays(
-            a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(), nnf.numpy(),
-            cost.numpy(), patch_size // 2, int(iterations), int(radius), int(samples), int(seed),
-            self.band_height, evaluations.numpy(),
+            a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(),
+            nnf.numpy(), cost.numpy(), patch_size // 2, int(iterations), int(radius), int(samples),
+            int(seed), self.band_height, evaluations.numpy(),
         )
         return nnf, cost
 

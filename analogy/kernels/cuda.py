@@ -1,5 +1,5 @@
-"""The CUDA kernels: PatchMatch, patch cost and voting as Numba CUDA kernels on torch's CUDA tensors;
-NNF resampling in plain torch (elementwise, on the GPU where the tensors are).
+"""The CUDA kernels: PatchMatch, patch cost and voting as Numba CUDA kernels on torch's CUDA
+tensors; NNF resampling in plain torch (elementwise, on the GPU where the tensors are).
 
 Imported only when a CUDA device is used or probed, so the CPU path never needs a CUDA target.
 
@@ -66,13 +66,13 @@ def _cost_kernel(fa, na, fb, nb, nnf, cost, half):
     sx, sy = cuda.gridsize(2)
     for y in range(y0, na.shape[0], sy):
         for x in range(x0, na.shape[1], sx):
-            cost[y, x] = _patch_cost(fa, na, fb, nb, y, x, np.int64(nnf[y, x, 0]), np.int64(nnf[y, x, 1]), half,
-                                     NO_LIMIT)
+            cost[y, x] = _patch_cost(fa, na, fb, nb, y, x, np.int64(nnf[y, x, 0]),
+                                     np.int64(nnf[y, x, 1]), half, NO_LIMIT)
 
 
 @cuda.jit(fastmath=True, cache=True)
-def _pass_kernel(fa, na, fb, nb, src, src_cost, dst, dst_cost, half, radius, samples, seed, counter, step,
-                 counts):
+def _pass_kernel(fa, na, fb, nb, src, src_cost, dst, dst_cost, half, radius, samples, seed, counter,
+                 step, counts):
     """One PatchMatch pass (see the module docstring): reads (src, src_cost), writes (dst,
     dst_cost); adds the number of patch distances computed in each row y to counts[y] (int64)."""
     x0, y0 = cuda.grid(2)
@@ -83,16 +83,20 @@ def _pass_kernel(fa, na, fb, nb, src, src_cost, dst, dst_cost, half, radius, sam
             by = np.int64(src[y, x, 0])
             bx = np.int64(src[y, x, 1])
             best = src_cost[y, x]
-            by, bx, best, tried = _try_neighbour(fa, na, fb, nb, src, y, x, 0, -step, half, by, bx, best)
+            by, bx, best, tried = _try_neighbour(fa, na, fb, nb, src, y, x, 0, -step, half, by, bx,
+                                                 best)
             n += tried
-            by, bx, best, tried = _try_neighbour(fa, na, fb, nb, src, y, x, 0, step, half, by, bx, best)
+            by, bx, best, tried = _try_neighbour(fa, na, fb, nb, src, y, x, 0, step, half, by, bx,
+                                                 best)
             n += tried
-            by, bx, best, tried = _try_neighbour(fa, na, fb, nb, src, y, x, -step, 0, half, by, bx, best)
+            by, bx, best, tried = _try_neighbour(fa, na, fb, nb, src, y, x, -step, 0, half, by, bx,
+                                                 best)
             n += tried
-            by, bx, best, tried = _try_neighbour(fa, na, fb, nb, src, y, x, step, 0, half, by, bx, best)
+            by, bx, best, tried = _try_neighbour(fa, na, fb, nb, src, y, x, step, 0, half, by, bx,
+                                                 best)
             n += tried
-            by, bx, best, tried = _random_search(fa, na, fb, nb, y, x, half, radius, samples, seed, counter,
-                                                 by, bx, best)
+            by, bx, best, tried = _random_search(fa, na, fb, nb, y, x, half, radius, samples, seed,
+                                                 counter, by, bx, best)
             n += tried
             dst[y, x, 0] = by
             dst[y, x, 1] = bx
@@ -173,7 +177,8 @@ class CudaKernels:
     #: and bfloat16 has not been measured on a GPU.
     native_bfloat16 = False
 
-    def __init__(self, device: torch.device, block: Tuple[int, int] = BLOCK, max_step: int = MAX_STEP) -> None:
+    def __init__(self, device: torch.device, block: Tuple[int, int] = BLOCK,
+                 max_step: int = MAX_STEP) -> None:
         """`block`: threads per block along x and y (any geometry gives the same results);
         `max_step`: the largest jump step of the propagation."""
         self.device = device
@@ -190,8 +195,8 @@ class CudaKernels:
             return grid + (shape[2],), block + (1,)
         return grid, block
 
-    def search(self, a, b, init: torch.Tensor, patch_size: int, iterations: int, radius: Optional[int] = None,
-               seed: int = 0, samples: int = 1,
+    def search(self, a, b, init: torch.Tensor, patch_size: int, iterations: int,
+               radius: Optional[int] = None, seed: int = 0, samples: int = 1,
                evaluations: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         radius = radius if radius is not None else max(b.shape)
         device = init.device
@@ -211,13 +216,14 @@ class CudaKernels:
             for _ in range(int(iterations)):
                 for step in jump_steps(a.shape, self.max_step):
                     _pass_kernel[grid, block, stream](
-                        *args, *bufs[current], *bufs[1 - current], patch_size // 2, int(radius), int(samples),
-                        seed, counter, step, _array(counts),
+                        *args, *bufs[current], *bufs[1 - current], patch_size // 2, int(radius),
+                        int(samples), seed, counter, step, _array(counts),
                     )
                     current = 1 - current
                     counter += 1
         if evaluations is not None:
-            evaluations += counts.to(evaluations.device) + a.shape[1]  # + the start's costs, as on the CPU
+            # + the start's costs, as on the CPU
+            evaluations += counts.to(evaluations.device) + a.shape[1]
         return nnfs[current], costs[current]
 
     def cost(self, a, b, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -226,8 +232,8 @@ class CudaKernels:
         grid, block = self._launch(a.shape)
         with _stream(nnf.device) as stream:
             _cost_kernel[grid, block, stream](
-                _array(fa), _array(na), _array(fb), _array(nb), _array(nnf.to(torch.int32).contiguous()),
-                _array(out), patch_size // 2,
+                _array(fa), _array(na), _array(fb), _array(nb),
+                _array(nnf.to(torch.int32).contiguous()), _array(out), patch_size // 2,
             )
         return out
 
@@ -240,7 +246,8 @@ class CudaKernels:
         out = torch.empty((source.shape[0], h, w), dtype=torch.float32, device=source.device)
         grid, block = self._launch((h, w, source.shape[0]))
         with _stream(source.device) as stream:
-            _vote_kernel[grid, block, stream](_array(source), _array(nnf), patch_size // 2, _array(out))
+            _vote_kernel[grid, block, stream](_array(source), _array(nnf), patch_size // 2,
+                                              _array(out))
         return out
 
     def resample_nnf(self, nnf: torch.Tensor, shape_b, new_shape_a, new_shape_b) -> torch.Tensor:
@@ -256,12 +263,15 @@ class CudaKernels:
             from numba.cuda.cudadrv.driver import CudaAPIError
         except Exception:  # noqa: BLE001 - a target without it raises no such error
             return False
-        return isinstance(exc, CudaAPIError) and (getattr(exc, "code", None) == 2 or "OUT_OF_MEMORY" in str(exc))
+        return isinstance(exc, CudaAPIError) and (getattr(exc, "code", None) == 2
+                                                  or "OUT_OF_MEMORY" in str(exc))
 
     def deterministic(self) -> ContextManager[None]:
-        # cuDNN may otherwise pick a different (or a non-deterministic) convolution algorithm per run
+        # cuDNN may otherwise pick a different (or a non-deterministic) convolution
+        # algorithm per run
         return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False,
-                                          deterministic=True, allow_tf32=torch.backends.cudnn.allow_tf32)
+                                          deterministic=True,
+                                          allow_tf32=torch.backends.cudnn.allow_tf32)
 
 
 @functools.lru_cache(maxsize=None)

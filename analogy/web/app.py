@@ -2,7 +2,8 @@
 passes before any work, and the server that runs it all until Ctrl-C or SIGTERM.
 
     POST   /api/jobs                    multipart: files a and bprime, option fields → 202, the job
-    GET    /api/jobs/{id}               state (queued, running, done, failed), progress, error, files
+    GET    /api/jobs/{id}               state (queued, running, done, failed), progress, error,
+                                        files
     GET    /api/jobs/{id}/files/{name}  one of the job's files (A_prime.png, B.png, analogy.zip, …)
     DELETE /api/jobs/{id}               cancel a job, or delete a finished one, with its files
     GET    /api/form                    the option fields, the limits and the bundled examples
@@ -39,7 +40,8 @@ IMAGE_FIELDS = {"a": "A", "bprime": "B′"}
 #: Parts a job's form may have: two images and the options, with room to spare.
 MAX_PARTS = 32
 #: The page loads nothing from elsewhere: no CDN, no inline script.
-PAGE_POLICY = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; object-src 'none'; base-uri 'none'"
+PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+               "object-src 'none'; base-uri 'none'")
 
 
 @dataclass(frozen=True)
@@ -64,25 +66,28 @@ def _megabytes(n: int) -> str:
     return f"{n / 1e6:.3g} MB"
 
 
-async def _read_form(request: Request, limits: Limits) -> Tuple[Dict[str, Tuple[str, bytes]], Dict[str, str]]:
+async def _read_form(request: Request,
+                     limits: Limits) -> Tuple[Dict[str, Tuple[str, bytes]], Dict[str, str]]:
     """The files (field → (file name, bytes)) and fields of a multipart form, read in memory as
     they come, and refused (413) as soon as a part is over its limit: nothing is spooled to disk."""
     kind, params = multipart.parse_options_header(request.headers.get("content-type"))
     if kind != b"multipart/form-data" or b"boundary" not in params:
-        raise HTTPException(422, "send a multipart form: the images as files a and bprime, options as fields "
-                                 "(curl -F a=@A.png -F bprime=@B.png)")
+        raise HTTPException(422, "send a multipart form: the images as files a and bprime, options "
+                                 "as fields (curl -F a=@A.png -F bprime=@B.png)")
     declared = request.headers.get("content-length", "")
     total_limit = 2 * limits.upload_bytes + 64 * limits.field_bytes + 64_000
     if declared.isdigit() and int(declared) > total_limit:
-        raise HTTPException(413, f"the request is {_megabytes(int(declared))}, over this server's limit of "
-                                 f"{_megabytes(limits.upload_bytes)} per image; send smaller images")
+        raise HTTPException(413, f"the request is {_megabytes(int(declared))}, over this server's "
+                                 f"limit of {_megabytes(limits.upload_bytes)} per image; send "
+                                 "smaller images")
     parts: List[_Part] = []
     header: Dict[str, bytes] = {}
     name_buffer, value_buffer = bytearray(), bytearray()
 
     def on_part_begin() -> None:
         if len(parts) == MAX_PARTS:
-            raise HTTPException(422, f"more than {MAX_PARTS} parts in the form; send the two images and the options")
+            raise HTTPException(422, f"more than {MAX_PARTS} parts in the form; send the two "
+                                     "images and the options")
         parts.append(_Part())
         header.clear()
 
@@ -109,14 +114,16 @@ async def _read_form(request: Request, limits: Limits) -> Tuple[Dict[str, Tuple[
         part.data.extend(data[start:end])
         limit = limits.upload_bytes if part.filename is not None else limits.field_bytes
         if len(part.data) > limit:
-            what = (_named(IMAGE_FIELDS.get(part.name, part.name), part.filename) if part.filename is not None
-                    else f"field {part.name!r}")
+            what = (_named(IMAGE_FIELDS.get(part.name, part.name), part.filename)
+                    if part.filename is not None else f"field {part.name!r}")
             raise HTTPException(413, f"{what}: over this server's limit of {_megabytes(limit)}"
-                                     + ("; send a smaller image" if part.filename is not None else ""))
+                                     + ("; send a smaller image" if part.filename is not None
+                                        else ""))
 
     parser = multipart.MultipartParser(params[b"boundary"], {
-        "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+        "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
     })
     received = 0
     try:
@@ -124,13 +131,15 @@ async def _read_form(request: Request, limits: Limits) -> Tuple[Dict[str, Tuple[
             received += len(chunk)
             if received > total_limit:
                 raise HTTPException(413, f"the request is over this server's limit of "
-                                         f"{_megabytes(limits.upload_bytes)} per image; send smaller images")
+                                         f"{_megabytes(limits.upload_bytes)} per image; send "
+                                         "smaller images")
             parser.write(chunk)
         parser.finalize()
     except FormParserError:
         raise HTTPException(422, "the multipart form cannot be read; send it again") from None
     # A file input left empty sends a part with no name and no bytes: no file.
-    files = {p.name: (p.filename, bytes(p.data)) for p in parts if p.filename is not None and (p.filename or p.data)}
+    files = {p.name: (p.filename, bytes(p.data)) for p in parts if p.filename is not None
+             and (p.filename or p.data)}
     fields = {p.name: bytes(p.data).decode("utf-8", "replace") for p in parts if p.filename is None}
     return files, fields
 
@@ -154,10 +163,12 @@ def _check_job(files: Dict[str, Tuple[str, bytes]], fields: Dict[str, str], opti
     limits; an HTTPException (413 too large, 422 unusable) with a one-line reason otherwise."""
     for key, label in IMAGE_FIELDS.items():
         if key not in files:
-            raise HTTPException(422, f"no {label} image: send it as the file field {key!r} (curl -F {key}=@image.png)")
+            raise HTTPException(422, f"no {label} image: send it as the file field {key!r} "
+                                     f"(curl -F {key}=@image.png)")
     extra = sorted(set(files) - set(IMAGE_FIELDS))
     if extra:
-        raise HTTPException(422, f"unknown file field {extra[0]!r}; the images are the fields a and bprime")
+        raise HTTPException(422, f"unknown file field {extra[0]!r}; the images are the fields a "
+                                 "and bprime")
     try:
         values, config = options.parse(fields)
     except AnalogyError as exc:
@@ -168,23 +179,27 @@ def _check_job(files: Dict[str, Tuple[str, bytes]], fields: Dict[str, str], opti
         name = _named(label, filename)
         width, height = image_size(data)
         if width * height > limits.pixels:
-            raise HTTPException(413, f"{name}: {width}×{height} is {width * height:,} pixels, over this server's "
-                                     f"limit of {limits.pixels:,}; downscale it first")
+            raise HTTPException(413, f"{name}: {width}×{height} is {width * height:,} pixels, over "
+                                     f"this server's limit of {limits.pixels:,}; "
+                                     "downscale it first")
         try:
             rgb, image_notes = decode(name, data, label)
         except AnalogyError as exc:
             raise HTTPException(422, str(exc).splitlines()[0]) from None
         h, w = working_size(rgb.shape[:2], config)
         if h * w > limits.working_pixels:
-            raise HTTPException(422, f"{name}: its working size would be {w}×{h}, over this server's limit of "
-                                     f"{limits.working_pixels:,} pixels; use a smaller size or ratio")
-        images.append(InputImage(_file_name(filename) or label, hashlib.sha256(data).hexdigest(), rgb))
+            raise HTTPException(422, f"{name}: its working size would be {w}×{h}, over this "
+                                     f"server's limit of {limits.working_pixels:,} pixels; use a "
+                                     "smaller size or ratio")
+        images.append(InputImage(_file_name(filename) or label, hashlib.sha256(data).hexdigest(),
+                                 rgb))
         notes += image_notes
     return images, values, config, notes
 
 
 def create_app(queue: JobQueue, options: JobOptions, limits: Limits = Limits()) -> FastAPI:
-    """The application over `queue`: its lifespan starts the queue's workers and closes the queue."""
+    """The application over `queue`: its lifespan starts the queue's workers and closes the
+    queue."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -195,8 +210,8 @@ def create_app(queue: JobQueue, options: JobOptions, limits: Limits = Limits()) 
             await run_in_threadpool(queue.close)
 
     app = FastAPI(title="analogy", version=__version__, lifespan=lifespan, redoc_url=None,
-                  description="Deep Image Analogy: A′ (A's layout in B′'s look) and B (B′'s layout in A's look). "
-                              "Post two images, follow the job, fetch its files.")
+                  description="Deep Image Analogy: A′ (A's layout in B′'s look) and B (B′'s layout "
+                              "in A's look). Post two images, follow the job, fetch its files.")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     page = (STATIC / "index.html").read_bytes()
     page_headers = {"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"}
@@ -219,20 +234,27 @@ def create_app(queue: JobQueue, options: JobOptions, limits: Limits = Limits()) 
         413: {"description": "An image over the size or pixel limit"},
         422: {"description": "An unusable image or option, with the reason"},
         503: {"description": "The queue is full; Retry-After says when to try again"}},
-        openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        openapi_extra={"requestBody": {"required": True,
+                                       "content": {"multipart/form-data": {"schema": {
             "type": "object", "required": ["a", "bprime"], "properties": {
-                "a": {"type": "string", "format": "binary", "description": "A, the structure image"},
-                "bprime": {"type": "string", "format": "binary", "description": "B′, the appearance image"},
-                **{f["name"]: {"type": {"int": "integer", "float": "number", "flag": "boolean"}.get(f["kind"], "string"),
-                               **({"enum": f["choices"]} if f["choices"] else {}), "description": f["help"]}
+                "a": {"type": "string", "format": "binary",
+                      "description": "A, the structure image"},
+                "bprime": {"type": "string", "format": "binary",
+                           "description": "B′, the appearance image"},
+                **{f["name"]: {"type": {"int": "integer", "float": "number",
+                                        "flag": "boolean"}.get(f["kind"], "string"),
+                               **({"enum": f["choices"]} if f["choices"] else {}),
+                               "description": f["help"]}
                    for f in options.describe()}}}}}}})
     async def post_job(request: Request, response: Response) -> dict:
         """Queue an analogy of A (file field `a`) and B′ (`bprime`) with the options given as fields
         named like the command line's (`size`, `ratio`, `blend_level`, `seed`, `photo`, …)."""
-        files, fields = await _read_form(request, limits)  # read first: a browser shows an answer sent mid-upload as a reset
+        # read first: a browser shows an answer sent mid-upload as a reset
+        files, fields = await _read_form(request, limits)
         if queue.full():
             raise _queue_full(queue.retry_after())
-        images, values, config, notes = await run_in_threadpool(_check_job, files, fields, options, limits)
+        images, values, config, notes = await run_in_threadpool(_check_job, files, fields, options,
+                                                                limits)
         try:
             job = await run_in_threadpool(queue.submit, images[0], images[1], values,
                                           options.command_line(values), config, notes)
@@ -255,12 +277,15 @@ def create_app(queue: JobQueue, options: JobOptions, limits: Limits = Limits()) 
         path = job.folder / name
         # A name from the job's own list, never a path from the request; gone if the job just went.
         if name not in job.files or not path.is_file():
-            raise HTTPException(404, f"no file {name!r} in this job; its files are {', '.join(job.files)}")
+            raise HTTPException(404, f"no file {name!r} in this job; its files are "
+                                     f"{', '.join(job.files)}")
         attachment = f"analogy-{job.id[:8]}.zip" if name == ARCHIVE else None
         return FileResponse(path, filename=attachment, content_disposition_type="attachment",
-                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+                            headers={"X-Content-Type-Options": "nosniff",
+                                     "Cache-Control": "no-cache"})
 
-    @app.delete("/api/jobs/{job_id}", status_code=204, summary="Cancel a job or delete a finished one",
+    @app.delete("/api/jobs/{job_id}", status_code=204,
+                summary="Cancel a job or delete a finished one",
                 responses={404: {"description": "No such job"}})
     def delete_job(job_id: str) -> Response:
         if not queue.remove(job_id):
@@ -298,18 +323,20 @@ def _listen(host: str, port: int) -> socket.socket:
 def serve(queue: JobQueue, options: JobOptions, limits: Limits, host: str, port: int,
           announce: Callable[[str], None]) -> None:
     """Listen on host:port (0: any free port), call `announce` with the page's address, and serve
-    until Ctrl-C or SIGTERM; then the running job stops at its next step and every job's files go."""
+    until Ctrl-C or SIGTERM; then the running job stops at its next step and every job's files
+    go."""
     import uvicorn
 
     try:
         sock = _listen(host, port)
     except OSError as exc:
         queue.close()
-        raise ConfigError(f"{host}:{port}: cannot listen there ({exc.strerror or exc}); choose another --port "
-                          f"or --host") from None
+        raise ConfigError(f"{host}:{port}: cannot listen there ({exc.strerror or exc}); choose "
+                          "another --port or --host") from None
     server = uvicorn.Server(uvicorn.Config(create_app(queue, options, limits), log_level="warning",
                                            access_log=False, timeout_graceful_shutdown=5))
-    shown = socket.gethostname() if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    shown = (socket.gethostname() if host in ("0.0.0.0", "::")
+             else f"[{host}]" if ":" in host else host)
     try:
         announce(f"http://{shown}:{sock.getsockname()[1]}/")
         server.run(sockets=[sock])

@@ -1,11 +1,12 @@
-"""The jobs of `analogy serve`: the options a job takes, a bounded queue worked off the request threads,
-and each job's folder under the server's data folder.
+"""The jobs of `analogy serve`: the options a job takes, a bounded queue worked off the request
+threads, and each job's folder under the server's data folder.
 
 A job is two checked images and a configuration made by the command line's own option handling (see
 JobOptions). A worker thread runs it with the pipeline's public API and writes, all or nothing, what
-`analogy A B -o OUT --save-nnf --save-flow --save-confidence` writes, with the same bytes, beside the
-inputs as analysed, a record of inputs and options, and a zip of everything. Jobs live in memory: a
-server that stops removes their folders, and one that starts removes what a killed one left.
+`analogy A B -o OUT --save-nnf --save-flow --save-confidence` writes, with the same bytes, beside
+the inputs as analysed, a record of inputs and options, and a zip of everything. Jobs live in
+memory: a server that stops removes their folders, and one that starts removes what a killed one
+left.
 """
 from __future__ import annotations
 
@@ -75,7 +76,8 @@ class Cancelled(BaseException):
 
 
 class QueueFull(Exception):
-    """Every place in the queue is taken; `retry_after` is a guess, in seconds, of when one frees."""
+    """Every place in the queue is taken; `retry_after` is a guess, in seconds, of when one
+    frees."""
 
     def __init__(self, retry_after: int) -> None:
         super().__init__(f"the queue is full; try again in {retry_after} s")
@@ -89,7 +91,8 @@ class JobOptions:
     same configuration, the same checks and the same messages."""
 
     fields: Sequence[click.Option]
-    make_config: Callable[..., AnalogyConfig]  # keyword arguments: the fields' values, absent = not given
+    # keyword arguments: the fields' values, absent = not given
+    make_config: Callable[..., AnalogyConfig]
 
     def parse(self, form: Mapping[str, str]) -> Tuple[Dict[str, Any], AnalogyConfig]:
         """The values given (empty fields are not given) and the configuration they make; a
@@ -103,7 +106,8 @@ class JobOptions:
             if text.strip():
                 option = by_name[name]
                 try:
-                    values[name] = (click.BOOL if option.is_flag else option.type).convert(text.strip(), option, None)
+                    values[name] = (click.BOOL if option.is_flag
+                                    else option.type).convert(text.strip(), option, None)
                 except click.BadParameter as exc:
                     raise ConfigError(f"{name}: {exc.message}") from None
         return values, self.make_config(**values)
@@ -120,8 +124,8 @@ class JobOptions:
             kind = ("flag" if option.is_flag else "choice" if isinstance(option.type, click.Choice)
                     else {"integer": "int", "float": "float"}.get(option.type.name, "text"))
             choices = list(option.type.choices) if kind == "choice" else None
-            fields.append({"name": option.name, "kind": kind, "choices": choices, "default": default,
-                           "help": option.help or ""})
+            fields.append({"name": option.name, "kind": kind, "choices": choices,
+                           "default": default, "help": option.help or ""})
         return fields
 
     def command_line(self, values: Mapping[str, Any]) -> List[str]:
@@ -168,7 +172,8 @@ def decode(name: str, data: bytes, label: str) -> Tuple[np.ndarray, List[str]]:
 
 
 def _iso(t: Optional[float]) -> Optional[str]:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+    return (None if t is None
+            else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds"))
 
 
 @dataclass
@@ -199,10 +204,12 @@ class Job:
         done = steps if self.state == "done" else max(0, self.step - 1)
         return {
             "id": self.id, "state": self.state, "url": f"/jobs/{self.id}",
-            "progress": {"step": self.step, "steps": steps, "stage": self.stage, "fraction": done / steps},
+            "progress": {"step": self.step, "steps": steps, "stage": self.stage,
+                         "fraction": done / steps},
             "queue_position": position, "error": self.error, "warnings": self.warnings,
             "inputs": self.inputs, "options": self.options, "files": self.files, **self.summary,
-            "created": _iso(self.created), "started": _iso(self.started), "finished": _iso(self.finished),
+            "created": _iso(self.created), "started": _iso(self.started),
+            "finished": _iso(self.finished),
         }
 
 
@@ -219,17 +226,21 @@ def _zip(files: Mapping[str, bytes]) -> bytes:
 class JobQueue:
     """The jobs of one server: the data folder that holds their files (held against a second
     server), the workers that run them (VGG19 loaded once per device, when the queue is made), and
-    the jobs waiting, at most `capacity`. Finished jobs are removed `keep_seconds` after they end."""
+    the jobs waiting, at most `capacity`. Finished jobs are removed `keep_seconds` after they
+    end."""
 
     def __init__(self, data: Optional[Path] = None, weights: str = "caffe", device: str = "auto",
-                 workers: Optional[int] = None, capacity: int = 16, keep_seconds: float = 3600.0) -> None:
+                 workers: Optional[int] = None, capacity: int = 16,
+                 keep_seconds: float = 3600.0) -> None:
         """`data` None: a temporary folder, removed by close(). `workers` None: one on the CPU, one
-        per GPU. Errors (a bad device or weights, a data folder in use) are one-line AnalogyErrors."""
+        per GPU. Errors (a bad device or weights, a data folder in use) are one-line
+        AnalogyErrors."""
         if capacity < 1 or (workers is not None and workers < 1) or keep_seconds < 0:
             raise ConfigError("capacity and workers must be at least 1, keep_seconds at least 0")
         config = AnalogyConfig(weights=weights, device=device)
         cuda = resolve_device(device).type == "cuda"
-        self.devices = _worker_devices(config, workers or (torch.cuda.device_count() if cuda else 1))
+        self.devices = _worker_devices(config,
+                                       workers or (torch.cuda.device_count() if cuda else 1))
         self.weights, self.capacity, self.keep_seconds = weights, capacity, keep_seconds
         self.jobs: Dict[str, Job] = {}
         self._waiting: "collections.deque[Job]" = collections.deque()
@@ -245,12 +256,14 @@ class JobQueue:
         try:
             self._held.enter_context(output_lock(check_output_folder(self.data, create=True)))
             self._clear_stale()
-            if cuda:  # the pipeline sets cuDNN's flags per run; with one thread per GPU, keep them set
+            # the pipeline sets cuDNN's flags per run; with one thread per GPU, keep them set
+            if cuda:
                 torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
             elif len(self.devices) > 1:
                 _check_threads_may_share_kernels(len(self.devices))
             for device_name in sorted({d or "cpu" for d in self.devices}):
-                load_vgg(weights, device_name)  # here, so a bad --weights is one error before the server listens
+                # here, so a bad --weights is one error before the server listens
+                load_vgg(weights, device_name)
         except BaseException:
             self._release()
             raise
@@ -268,7 +281,7 @@ class JobQueue:
         if self._temporary:
             shutil.rmtree(self.data, ignore_errors=True)
 
-    # -- workers ------------------------------------------------------------------------------------
+    # -- workers --------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the workers and the janitor that removes expired jobs."""
@@ -286,7 +299,8 @@ class JobQueue:
     def _work(self, device: Optional[str], threads: Optional[int]) -> None:
         if threads is not None:
             set_threads(threads)
-        vgg = load_vgg(self.weights, device or "cpu")  # loaded by __init__: this is the cached model
+        # loaded by __init__: this is the cached model
+        vgg = load_vgg(self.weights, device or "cpu")
         while True:
             with self._lock:
                 while not self._waiting and not self._closed:
@@ -308,7 +322,8 @@ class JobQueue:
         def work() -> Dict[str, float]:
             config = job.config if device is None else job.config.replace(device=device)
             with _DECODING:
-                image_a, image_b = load_image(job.folder / INPUT_A, "A"), load_image(job.folder / INPUT_B, "B′")
+                image_a, image_b = (load_image(job.folder / INPUT_A, "A"),
+                                    load_image(job.folder / INPUT_B, "B′"))
             result = run_analogy(image_a, image_b, config, vgg, progress)
             if job.cancelled.is_set():
                 raise Cancelled()
@@ -329,13 +344,15 @@ class JobQueue:
         except Cancelled:
             outcome = None
         with self._lock:
-            gone = job.cancelled.is_set()  # removed from the queue meanwhile: its folder is ours to remove
+            # removed from the queue meanwhile: its folder is ours to remove
+            gone = job.cancelled.is_set()
             if not gone:
                 job.state, job.error, job.finished = outcome.status, outcome.error, time.time()
                 self._durations.append(job.finished - job.started)
         if gone:
             shutil.rmtree(job.folder, ignore_errors=True)
-            log.info("job %s cancelled at step %d of %d", job.id, job.step, progress_steps(job.config))
+            log.info("job %s cancelled at step %d of %d", job.id, job.step,
+                     progress_steps(job.config))
         elif outcome.status == "failed":
             log.info("job %s failed: %s", job.id, outcome.error)
         else:
@@ -345,10 +362,11 @@ class JobQueue:
         options = dataclasses.asdict(config)
         options.pop("device")
         record = {"analogy": __version__, "A": job.inputs["a"], "B′": job.inputs["bprime"],
-                  "options_given": job.options, "options": options, "device": str(resolve_device(config.device)),
-                  "command": shlex.join(["analogy", INPUT_A, INPUT_B, "-o", "OUT", *job.command, "--save-nnf",
-                                         "--save-flow", "--save-confidence", "--weights", self.weights,
-                                         "--device", job.config.device]),
+                  "options_given": job.options, "options": options,
+                  "device": str(resolve_device(config.device)),
+                  "command": shlex.join(["analogy", INPUT_A, INPUT_B, "-o", "OUT", *job.command,
+                                         "--save-nnf", "--save-flow", "--save-confidence",
+                                         "--weights", self.weights, "--device", job.config.device]),
                   **job.summary, "created": _iso(job.created)}
         return json.dumps(record, indent=1, ensure_ascii=False) + "\n"
 
@@ -357,7 +375,7 @@ class JobQueue:
         while not self._stop.wait(interval):
             self.expire()
 
-    # -- jobs ---------------------------------------------------------------------------------------
+    # -- jobs -----------------------------------------------------------------------------------
 
     def full(self) -> bool:
         return len(self._waiting) >= self.capacity
@@ -377,7 +395,8 @@ class JobQueue:
         folder = self.data / job_id
         folder.mkdir()
         (folder / MARKER).touch()
-        write_files_atomically({folder / INPUT_A: png_bytes(a.rgb), folder / INPUT_B: png_bytes(b.rgb)})
+        write_files_atomically({folder / INPUT_A: png_bytes(a.rgb),
+                                folder / INPUT_B: png_bytes(b.rgb)})
         inputs = {key: {"name": image.name, "sha256": image.sha256, "width": image.rgb.shape[1],
                         "height": image.rgb.shape[0]} for key, image in (("a", a), ("bprime", b))}
         job = Job(job_id, folder, inputs, options, command, config, warnings)
@@ -394,7 +413,8 @@ class JobQueue:
         return job
 
     def get(self, job_id: str) -> Optional[Tuple[Job, Optional[int]]]:
-        """The job and, while it waits, the number of jobs ahead of it; None if there is no such job."""
+        """The job and, while it waits, the number of jobs ahead of it; None if there is no such
+        job."""
         with self._lock:
             job = self.jobs.get(job_id)
             if job is None:
@@ -403,7 +423,8 @@ class JobQueue:
 
     def remove(self, job_id: str) -> bool:
         """Cancel or delete a job: a queued or finished one goes at once with its folder; a running
-        one stops at its next step and its worker removes the folder. False if there is no such job."""
+        one stops at its next step and its worker removes the folder. False if there is no such
+        job."""
         with self._lock:
             job = self.jobs.pop(job_id, None)
             if job is None:
@@ -414,7 +435,8 @@ class JobQueue:
             running = job.state == "running"
         if not running:
             shutil.rmtree(job.folder, ignore_errors=True)
-        log.info("job %s %s", job_id, "cancelled" if job.state in ("queued", "running") else "deleted")
+        log.info("job %s %s", job_id, "cancelled" if job.state in ("queued", "running")
+                 else "deleted")
         return True
 
     def expire(self, now: Optional[float] = None) -> List[str]:
@@ -446,7 +468,9 @@ class JobQueue:
         try:
             for thread in self._threads:
                 thread.join()
-        finally:  # also when a second Ctrl-C ends the wait: the workers are daemons, gone with the process
+        finally:
+            # also when a second Ctrl-C ends the wait: the workers are daemons, gone with
+            # the process
             for job in list(self.jobs.values()):
                 shutil.rmtree(job.folder, ignore_errors=True)
             self.jobs.clear()
@@ -480,6 +504,6 @@ def _check_threads_may_share_kernels(workers: int) -> None:
     except ValueError:
         layer = "workqueue"
     if layer == "workqueue":
-        raise ConfigError(f"--workers {workers} on the CPU needs Numba's TBB or OpenMP threading layer "
-                          f"(pip install tbb), or --workers 1")
+        raise ConfigError(f"--workers {workers} on the CPU needs Numba's TBB or OpenMP threading "
+                          "layer (pip install tbb), or --workers 1")
 

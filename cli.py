@@ -29,7 +29,8 @@ def _interrupted_while_starting(signum, frame) -> None:
 
 # Importing torch takes a second or two; a Ctrl-C or SIGTERM then ends the command quietly. (Not
 # in a batch's worker processes, which import this module too: the command speaks for them.)
-_IN_WORKER = __name__ == "__mp_main__" or "--multiprocessing-fork" in sys.argv  # as spawn starts them
+# as spawn starts them
+_IN_WORKER = __name__ == "__mp_main__" or "--multiprocessing-fork" in sys.argv
 if _IN_WORKER:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the command handles Ctrl-C and stops its workers
 _STARTUP_HANDLERS = {} if _IN_WORKER else {
@@ -68,7 +69,8 @@ def _fail(message: str) -> "click.ClickException":
 def _not_standard_input(*paths: str, what: str = "an image") -> None:
     """A one-line error for '-', which other tools read as standard input."""
     if "-" in paths:
-        raise _fail(f"reading {what} from standard input ('-') is not supported; save it to a file and give its path")
+        raise _fail(f"reading {what} from standard input ('-') is not supported; save it to a file "
+                    "and give its path")
 
 
 def _say(line: str) -> None:
@@ -88,8 +90,9 @@ class _Progress:
     def __init__(self, length: int, label: str, name: str, **bar_options) -> None:
         """`label` heads the bar, `name` the lines."""
         self.length, self.name, self.done = length, name, 0
-        self.bar = (click.progressbar(length=length, label=label, file=sys.stderr, item_show_func=lambda s: s,
-                                      **bar_options) if sys.stderr.isatty() else None)
+        self.bar = (click.progressbar(length=length, label=label, file=sys.stderr,
+                                      item_show_func=lambda s: s, **bar_options)
+                    if sys.stderr.isatty() else None)
 
     def _draw(self, f: Callable, *args) -> None:
         try:
@@ -133,7 +136,8 @@ class _DefaultGroup(click.Group):
     nor a path (a bare word such as `bacth`, no such file) is a mistyped command."""
 
     def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
-        if args and args[0] not in self.commands and (args[0] == "-" or not args[0].startswith("-")):
+        if (args and args[0] not in self.commands
+                and (args[0] == "-" or not args[0].startswith("-"))):
             word = args[0]
             if word != "-" and not Path(word).exists() and not any(c in word for c in "./\\:"):
                 close = difflib.get_close_matches(word, list(self.commands), n=1)
@@ -151,33 +155,46 @@ class _Device(click.ParamType):
 
     def convert(self, value, param, ctx):
         if re.fullmatch(DEVICE_PATTERN, str(value)) is None:
-            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N (N = the GPU's index)", param, ctx)
+            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N (N = the GPU's index)",
+                      param, ctx)
         return str(value)
 
 
 def _options(f: Callable) -> Callable:
     """The method's options, shared by `run` and `batch`."""
     options = [
-        click.option("--size", type=int, help="Working long side in px (replaces the size rules and --ratio)."),
-        click.option("--ratio", type=float, help="Working scale after the original's size rules [default: 0.5; 1 = best quality]."),
+        click.option("--size", type=int,
+                     help="Working long side in px (replaces the size rules and --ratio)."),
+        click.option("--ratio", type=float,
+                     help="Working scale after the original's size rules [default: 0.5; 1 = best "
+                          "quality]."),
         click.option("--blend-level", type=click.Choice([str(k) for k in BLEND_PRESETS]),
                      help="How much of A's structure A′ keeps: 1 less, 3 more [default: 2]."),
-        click.option("--iterations", type=int, help="PatchMatch iterations per level [default: 10]."),
+        click.option("--iterations", type=int,
+                     help="PatchMatch iterations per level [default: 10]."),
         click.option("--deconv-iterations", type=int,
-                     help="Most L-BFGS iterations per deconvolution [default: 100, fewer once converged]."),
+                     help="Most L-BFGS iterations per deconvolution [default: 100, fewer once "
+                          "converged]."),
         click.option("--preview", is_flag=True,
-                     help="Fast preview: a deconvolution about fifteen times cheaper; where A's and B′'s colours "
-                          "differ, more of A's colours stay in A′ (and B′'s in B)."),
+                     help="Fast preview: a deconvolution about fifteen times cheaper; where A's "
+                          "and B′'s colours differ, more of A's colours stay in A′ "
+                          "(and B′'s in B)."),
         click.option("--seed", type=int, help="Seed of the PatchMatch random search [default: 0]."),
-        click.option("--weights", help="VGG19 weights: caffe (embedded, default), torchvision (downloads once), or a state-dict path."),
+        click.option("--weights",
+                     help="VGG19 weights: caffe (embedded, default), torchvision (downloads once), "
+                          "or a state-dict path."),
         click.option("--device", type=_Device(), default="auto", show_default=True,
-                     help="Where to compute: auto uses a CUDA GPU when one is present and usable, else the CPU; "
-                          "cuda:N picks GPU N."),
-        click.option("--photo", is_flag=True, help="Photo-to-photo mode: refine A′ and B to keep A's and B′'s edges (WLS)."),
-        click.option("--save-nnf", is_flag=True, help="Also write nnf_ab.npy and nnf_ba.npy (H×W×2 int32, (y, x) matches)."),
-        click.option("--save-flow", is_flag=True, help="Also write flow_ab.png and flow_ba.png (colour-coded displacement)."),
+                     help="Where to compute: auto uses a CUDA GPU when one is present and usable, "
+                          "else the CPU; cuda:N picks GPU N."),
+        click.option("--photo", is_flag=True,
+                     help="Photo-to-photo mode: refine A′ and B to keep A's and B′'s edges (WLS)."),
+        click.option("--save-nnf", is_flag=True,
+                     help="Also write nnf_ab.npy and nnf_ba.npy (H×W×2 int32, (y, x) matches)."),
+        click.option("--save-flow", is_flag=True,
+                     help="Also write flow_ab.png and flow_ba.png (colour-coded displacement)."),
         click.option("--save-confidence", is_flag=True,
-                     help="Also write confidence_ab.png and confidence_ba.png (NNF forward–backward consistency, white = 1)."),
+                     help="Also write confidence_ab.png and confidence_ba.png (NNF "
+                          "forward–backward consistency, white = 1)."),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary."),
     ]
     for option in reversed(options):
@@ -214,7 +231,8 @@ def _one_line_errors(f: Callable) -> Callable:
         except analogy.AnalogyError as exc:
             raise _fail(str(exc)) from None
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see entry)
-            click.echo("Error: interrupted; outputs already written are complete, the rest were not written",
+            click.echo("Error: interrupted; outputs already written are complete, the rest were "
+                       "not written",
                        err=True)
             sys.exit(143 if isinstance(exc, Terminated) else 130)
         finally:
@@ -239,7 +257,8 @@ def main() -> None:
 @click.argument("a", metavar="A")
 @click.argument("b_prime", metavar="BPRIME")
 @click.option("-o", "--output", "output", required=True, metavar="FOLDER",
-              help=f"Folder for {A_PRIME} (A's layout, B′'s look) and {B} (B′'s layout, A's look); created if needed.")
+              help=f"Folder for {A_PRIME} (A's layout, B′'s look) and {B} (B′'s layout, A's look); "
+                   "created if needed.")
 @_options
 @_one_line_errors
 def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flow: bool,
@@ -270,14 +289,16 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
         if quiet:
             result = runner(image_a, image_b)
         else:
-            with _Progress(progress_steps(config), "analogy", "analogy", show_eta=False) as progress:
+            with _Progress(progress_steps(config), "analogy", "analogy",
+                           show_eta=False) as progress:
                 result = runner(image_a, image_b, progress=progress.step)
         paths = analogy.save_result(result, out_dir, save_nnf=save_nnf, save_flow=save_flow,
                                     save_confidence=save_confidence)
     if not quiet:
         t = result.timings
         stages = ", ".join(f"{k} {t[k]:.1f}s" for k in
-                           ("features", "patchmatch", "deconvolution", "fusion", "reconstruction", "refinement") if k in t)
+                           ("features", "patchmatch", "deconvolution", "fusion", "reconstruction",
+                            "refinement") if k in t)
         (ha, wa), (hb, wb) = result.working_size_a, result.working_size_b
         _say(f"working sizes A {wa}×{ha}, B′ {wb}×{hb}; {stages}; total {t['total']:.1f}s")
         for path in paths.values():
@@ -287,31 +308,35 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
 @main.command("batch")
 @click.argument("manifest", required=False, type=click.Path(dir_okay=False))
 @click.option("--content", multiple=True, metavar="DIR_OR_FILE",
-              help="A structure image, or a folder of them (repeatable). Pairs every one with every --style.")
-@click.option("--style", multiple=True, metavar="DIR_OR_FILE", help="An appearance image B′, or a folder of them (repeatable).")
+              help="A structure image, or a folder of them (repeatable). Pairs every one with "
+                   "every --style.")
+@click.option("--style", multiple=True, metavar="DIR_OR_FILE",
+              help="An appearance image B′, or a folder of them (repeatable).")
 @click.option("-o", "--output", "output", metavar="FOLDER",
-              help="Folder under which each pair gets its own folder (required with --content/--style; "
-                   "with a manifest, the base of relative output folders, else the manifest's folder).")
+              help="Folder under which each pair gets its own folder (required with "
+                   "--content/--style; with a manifest, the base of relative output folders, else "
+                   "the manifest's folder).")
 @click.option("--resume", is_flag=True,
-              help="Skip pairs whose outputs are complete and were made from the same inputs and options "
-                   "(their analogy.json says so); redo the others.")
+              help="Skip pairs whose outputs are complete and were made from the same inputs and "
+                   "options (their analogy.json says so); redo the others.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first pair that fails.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Pairs run at once, each in its own process (CPU cores are split between them; one per GPU on CUDA); "
-                   "with --executor ray, Ray workers.")
+              help="Pairs run at once, each in its own process (CPU cores are split between them; "
+                   "one per GPU on CUDA); with --executor ray, Ray workers.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Where pairs run: worker processes on this machine, or Ray tasks (pip install 'analogy[ray]').")
+              help="Where pairs run: worker processes on this machine, or Ray tasks "
+                   "(pip install 'analogy[ray]').")
 @click.option("--address", metavar="auto|HOST:PORT",
-              help="The Ray cluster to use (auto: the one started on this machine with `ray start`); "
-                   "without it, a local Ray is started for the batch.")
+              help="The Ray cluster to use (auto: the one started on this machine with "
+                   "`ray start`); without it, a local Ray is started for the batch.")
 @click.option("--retries", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Times a pair is tried again when its worker process dies (killed, a lost node) before it is "
-                   "reported failed.")
+              help="Times a pair is tried again when its worker process dies (killed, a lost node) "
+                   "before it is reported failed.")
 @_options
 @_one_line_errors
-def batch(manifest: Optional[str], content, style, output: Optional[str], resume: bool, fail_fast: bool,
-          jobs: int, executor: str, address: Optional[str], retries: int, quiet: bool, save_nnf: bool,
-          save_flow: bool, save_confidence: bool, **options) -> None:
+def batch(manifest: Optional[str], content, style, output: Optional[str], resume: bool,
+          fail_fast: bool, jobs: int, executor: str, address: Optional[str], retries: int,
+          quiet: bool, save_nnf: bool, save_flow: bool, save_confidence: bool, **options) -> None:
     """Many pairs: every --content × every --style, or the rows of a CSV MANIFEST.
 
     \b
@@ -334,18 +359,21 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
             raise _fail("--content/--style need an output folder: -o OUT")
         pairs = pairs_from_lists(content, style, output)
     else:
-        raise _fail("nothing to do: give a MANIFEST or --content and --style (see analogy batch --help)")
+        raise _fail("nothing to do: give a MANIFEST or --content and --style "
+                    "(see analogy batch --help)")
     config = _config(**options)
     t0 = time.perf_counter()
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures: List[PairOutcome] = []
-    run_batch = functools.partial(analogy.batch, pairs, config, jobs=jobs, resume=resume, fail_fast=fail_fast,
-                                  save_nnf=save_nnf, save_flow=save_flow, save_confidence=save_confidence,
-                                  executor=executor, address=address, retries=retries)
+    run_batch = functools.partial(analogy.batch, pairs, config, jobs=jobs, resume=resume,
+                                  fail_fast=fail_fast, save_nnf=save_nnf, save_flow=save_flow,
+                                  save_confidence=save_confidence, executor=executor,
+                                  address=address, retries=retries)
     if quiet:
         outcomes = run_batch()
     else:
-        progress = _Progress(len(pairs), f"{len(pairs)} pairs", "batch", show_pos=True, show_eta=True)
+        progress = _Progress(len(pairs), f"{len(pairs)} pairs", "batch", show_pos=True,
+                             show_eta=True)
         outcomes = run_batch(
             on_start=lambda pair: progress.show(f"running {pair.name}"),
             on_progress=lambda pair, stage: progress.show(f"{pair.name}: {stage}"),
@@ -362,13 +390,14 @@ def batch(manifest: Optional[str], content, style, output: Optional[str], resume
                 progress.step(f"{outcome.status} {outcome.pair.name}")
     if not quiet:
         elapsed = time.perf_counter() - t0
-        _say(f"batch: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed "
-             f"of {len(pairs)} pairs in {elapsed:.1f}s")
+        _say(f"batch: {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} "
+             f"failed of {len(pairs)} pairs in {elapsed:.1f}s")
         for outcome in failures:
             _say(f"failed: {outcome.pair.name}: {outcome.error}")
     if failures:
         if quiet:
-            raise _fail(f"{len(failures)} of {len(pairs)} pairs failed, first {failures[0].pair.name}: {failures[0].error}")
+            raise _fail(f"{len(failures)} of {len(pairs)} pairs failed, first "
+                        f"{failures[0].pair.name}: {failures[0].error}")
         sys.exit(1)
 
 
@@ -395,29 +424,32 @@ def web_job_options(weights: str = "caffe", device: str = "auto"):
 
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; 0.0.0.0 for every network interface (there is no login: anyone who can "
-                   "reach the port can use it).")
+              help="Address to listen on; 0.0.0.0 for every network interface (there is no login: "
+                   "anyone who can reach the port can use it).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
               help="Port to listen on (0: any free one).")
 @click.option("--data", metavar="FOLDER",
-              help="Folder for the jobs' uploads and results; nothing is written elsewhere [default: a temporary "
-                   "folder, removed at exit].")
-@click.option("--workers", type=click.IntRange(min=1), help="Jobs run at once [default: 1 on the CPU, one per GPU].")
+              help="Folder for the jobs' uploads and results; nothing is written elsewhere "
+                   "[default: a temporary folder, removed at exit].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Jobs run at once [default: 1 on the CPU, one per GPU].")
 @click.option("--queue", "capacity", type=click.IntRange(min=1), default=16, show_default=True,
               help="Jobs that may wait; more are refused (HTTP 503 with Retry-After).")
 @click.option("--keep", type=click.FloatRange(min=0), default=60, show_default=True,
               help="Minutes a finished job's files are kept.")
-@click.option("--max-upload", type=click.FloatRange(min=0, min_open=True), default=25, show_default=True,
-              help="Largest image upload, in MB.")
+@click.option("--max-upload", type=click.FloatRange(min=0, min_open=True), default=25,
+              show_default=True, help="Largest image upload, in MB.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=25_000_000, show_default=True,
               help="Largest image, in pixels.")
 @click.option("--weights", default="caffe", show_default=True,
-              help="VGG19 weights: caffe (embedded), torchvision (downloads once), or a state-dict path.")
+              help="VGG19 weights: caffe (embedded), torchvision (downloads once), or a state-dict "
+                   "path.")
 @click.option("--device", type=_Device(), default="auto", show_default=True,
-              help="Where to compute: auto uses the CUDA GPUs when present and usable (one worker each), else the CPU.")
+              help="Where to compute: auto uses the CUDA GPUs when present and usable (one worker "
+                   "each), else the CPU.")
 @_one_line_errors
-def serve(host: str, port: int, data: Optional[str], workers: Optional[int], capacity: int, keep: float,
-          max_upload: float, max_pixels: int, weights: str, device: str) -> None:
+def serve(host: str, port: int, data: Optional[str], workers: Optional[int], capacity: int,
+          keep: float, max_upload: float, max_pixels: int, weights: str, device: str) -> None:
     """A local web app and HTTP API: drop A and B′ on a page, follow the job, download the results.
 
     \b
@@ -448,8 +480,8 @@ def serve(host: str, port: int, data: Optional[str], workers: Optional[int], cap
         click.echo(f"analogy serve: open {url} in a browser (API: {url}docs); {len(queue.devices)} "
                    f"worker{'s' * (len(queue.devices) > 1)}, {where}; Ctrl-C stops it", err=True)
         if host not in ("127.0.0.1", "localhost", "::1"):
-            click.echo("Warning: listening beyond this machine, with no login: anyone who can reach the port "
-                       "can use it", err=True)
+            click.echo("Warning: listening beyond this machine, with no login: anyone who can "
+                       "reach the port can use it", err=True)
 
     try:
         run_server(queue, options, limits, host, port, announce)
@@ -464,7 +496,8 @@ def _on_signal(signum, frame) -> None:
     elif _phase == "starting":
         _interrupted_while_starting(signum, frame)
     else:  # the command has ended and said how; only the interpreter's exit is left
-        _leave(signum, "Error: interrupted while exiting; every output was written\n" if _phase == "done" else "")
+        _leave(signum, "Error: interrupted while exiting; every output was written\n"
+               if _phase == "done" else "")
 
 
 def entry() -> None:

@@ -1,11 +1,12 @@
 """Benchmark of the analogy pipeline: time per stage, peak memory, NNF quality and kernel speed.
 
-    python benchmarks/bench.py                          # photo→painting pair, working sizes 112 224 448
-    python benchmarks/bench.py --pair face --sizes 224 --json bench.json
-    python benchmarks/bench.py --pair painting face sketch --sizes 224 --skip-quality --skip-identity
-    python benchmarks/bench.py --pair my_a.png my_b.png --device cuda
-    python benchmarks/bench.py --batch --sizes 224       # local worker processes against Ray workers
-    python benchmarks/bench.py --manifest --sizes 224 --skip-quality --skip-identity   # the 13 development pairs
+  python benchmarks/bench.py                        # photo→painting pair, working sizes 112 224 448
+  python benchmarks/bench.py --pair face --sizes 224 --json bench.json
+  python benchmarks/bench.py --pair painting face sketch --sizes 224 --skip-quality --skip-identity
+  python benchmarks/bench.py --pair my_a.png my_b.png --device cuda
+  python benchmarks/bench.py --batch --sizes 224    # local worker processes against Ray workers
+  python benchmarks/bench.py --manifest --sizes 224 --skip-quality --skip-identity
+                                                    # the 13 development pairs
 
 For each working size S, both inputs are first resized to S·2 × S·2 (so S = 224 is exactly the
 448×448-pair-at-ratio-0.5 case; `--keep-aspect` keeps their shapes, long side 2·S instead) and
@@ -84,14 +85,16 @@ def read_manifest(path: Path) -> List[ManifestPair]:
     """The pairs of a manifest (columns A, B′, output, and optionally kind and blend_level), image
     paths relative to the manifest's folder."""
     if not path.is_file():
-        raise SystemExit(f"manifest {path} not found (the development pairs live in ../shared/images)")
+        raise SystemExit(f"manifest {path} not found (the development pairs live in "
+                         "../shared/images)")
     pairs = []
     with open(path, newline="", encoding="utf-8-sig") as fh:
         for row in csv.DictReader(fh):
             b_prime = row.get("B′") or row.get("B'") or row["Bprime"]
             level = row.get("blend_level")
-            pairs.append(ManifestPair(row["output"], str(path.parent / row["A"]), str(path.parent / b_prime),
-                                      row.get("kind", ""), int(level) if level else None))
+            pairs.append(ManifestPair(row["output"], str(path.parent / row["A"]),
+                                      str(path.parent / b_prime), row.get("kind", ""),
+                                      int(level) if level else None))
     return pairs
 
 
@@ -174,7 +177,8 @@ def conv_gflops(device: torch.device, repeats: int = 5, bfloat16: bool = False) 
     return flops / min(times[1:]) / 1e9
 
 
-def deconv_flops(vgg, level: int, layers_down: int, working: Tuple[int, int], evaluations: int) -> float:
+def deconv_flops(vgg, level: int, layers_down: int, working: Tuple[int, int],
+                 evaluations: int) -> float:
     """Convolution FLOPs of one deconvolution from `level` (a working image of size `working`):
     every evaluation of the loss is a forward pass of the sub-network and a backward pass for the
     input's gradient (as many FLOPs again; no weight gradients), plus one last forward pass of the
@@ -188,7 +192,8 @@ def deconv_flops(vgg, level: int, layers_down: int, working: Tuple[int, int], ev
         total = 0.0
         for m in modules:
             if isinstance(m, torch.nn.Conv2d):
-                total += 2.0 * m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1] * h * w
+                total += (2.0 * m.in_channels * m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+                          * h * w)
             elif isinstance(m, torch.nn.MaxPool2d):
                 h, w = h // 2, w // 2
         return total
@@ -207,8 +212,8 @@ class SearchRecorder:
     def __call__(self, search: Search) -> None:
         if search.level.name in QUALITY_LEVELS:
             self.problems[(search.level.name, search.direction)] = (
-                search.source, search.target, search.start.clone(), search.level.radius, search.level.patch_size,
-                search.nnf.clone())
+                search.source, search.target, search.start.clone(), search.level.radius,
+                search.level.patch_size, search.nnf.clone())
 
 
 def nnf_quality(recorder: SearchRecorder) -> Dict[str, float]:
@@ -230,7 +235,8 @@ def _to_cpu(side):
     return type(side)(*(t.cpu() for t in side))
 
 
-def kernel_throughput(recorder: SearchRecorder, iterations: int = 10, seed: int = 0) -> Dict[str, float]:
+def kernel_throughput(recorder: SearchRecorder, iterations: int = 10,
+                      seed: int = 0) -> Dict[str, float]:
     """Patch-distance evaluations per second of the PatchMatch search, on relu3_1 A→B′.
 
     The search is rerun from the recorded start (its result is discarded) counting the candidates
@@ -271,7 +277,8 @@ def kernel_throughput(recorder: SearchRecorder, iterations: int = 10, seed: int 
 
 
 def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.device) -> Dict:
-    config = analogy.AnalogyConfig(size=size, seed=args.seed, weights=args.weights, device=str(device))
+    config = analogy.AnalogyConfig(size=size, seed=args.seed, weights=args.weights,
+                                   device=str(device))
     ia, ib = resize_input(a, size, args.keep_aspect), resize_input(b, size, args.keep_aspect)
     recorder = SearchRecorder()
     if device.type == "cuda":
@@ -287,7 +294,8 @@ def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.d
         "wall_s": wall, "stages_s": {k: v for k, v in result.timings.items() if k != "total"},
         "peak_rss_mb": rss.peak / 2**20,
         "levels": [
-            {k: v for k, v in lv.items() if k == "level" or k.endswith("_s") or k.startswith("deconv_")}
+            {k: v for k, v in lv.items() if k == "level" or k.endswith("_s")
+             or k.startswith("deconv_")}
             for lv in result.levels
         ],
     }
@@ -297,8 +305,10 @@ def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.d
     flops = 0.0
     for lv, level in zip(result.levels, range(5, 1, -1)):
         for direction, working in (("ab", result.working_size_a), ("ba", result.working_size_b)):
-            flops += deconv_flops(vgg, level, config.deconv_layers_down, working, lv[f"deconv_{direction}_evaluations"])
-    row["deconv_precision"] = "bfloat16" if deconv_in_bfloat16(config, kernels_for(device)) else "float32"
+            flops += deconv_flops(vgg, level, config.deconv_layers_down, working,
+                                  lv[f"deconv_{direction}_evaluations"])
+    row["deconv_precision"] = ("bfloat16" if deconv_in_bfloat16(config, kernels_for(device))
+                               else "float32")
     row["deconv_gflop"] = flops / 1e9
     row["deconv_gflops"] = flops / 1e9 / result.timings["deconvolution"]
     for direction in ("ab", "ba"):
@@ -317,31 +327,35 @@ def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.d
 def print_row(row: Dict, conv: float) -> None:
     s = row["stages_s"]
     (ha, wa), (hb, wb) = row["working_a"], row["working_b"]
-    print(f"\n== working size {row['size']}: A {wa}×{ha}, B′ {wb}×{hb} (inputs {row['input_a'][1]}×{row['input_a'][0]}, "
-          f"{row['input_b'][1]}×{row['input_b'][0]})")
-    print(f"   end to end {row['wall_s']:.2f} s | " + " | ".join(f"{k} {v:.2f}" for k, v in s.items()))
+    print(f"\n== working size {row['size']}: A {wa}×{ha}, B′ {wb}×{hb} (inputs "
+          f"{row['input_a'][1]}×{row['input_a'][0]}, {row['input_b'][1]}×{row['input_b'][0]})")
+    print(f"   end to end {row['wall_s']:.2f} s | "
+          + " | ".join(f"{k} {v:.2f}" for k, v in s.items()))
     mem = f"   peak RSS {row['peak_rss_mb']:.0f} MB"
     if "peak_gpu_mb" in row:
         mem += f", peak GPU {row['peak_gpu_mb']:.0f} MB"
     print(mem)
     q = row["quality"]
-    print(f"   quality: style A′ {q['style_a_prime']:.3f}, B {q['style_b']:.3f} (CX, higher is better); structure "
-          f"A′ {q['structure_a_prime']:.3f}, B {q['structure_b']:.3f} (lower keeps more layout)")
+    print(f"   quality: style A′ {q['style_a_prime']:.3f}, B {q['style_b']:.3f} (CX, higher is "
+          f"better); structure A′ {q['structure_a_prime']:.3f}, B {q['structure_b']:.3f} "
+          "(lower keeps more layout)")
     limit = conv[row["deconv_precision"]]
-    print(f"   deconvolution in {row['deconv_precision']}: {row['deconv_gflop']:.0f} GFLOP of convolution at "
-          f"{row['deconv_gflops']:.0f} GFLOP/s ({row['deconv_gflops'] / limit:.0%} of torch's {row['deconv_precision']} "
-          f"convolution, {limit:.0f} GFLOP/s, in this run)")
-    print("   level     PM a→b   PM b→a   deconv (both)  evaluations  relative error a→b, b→a (start → end)")
+    print(f"   deconvolution in {row['deconv_precision']}: {row['deconv_gflop']:.0f} GFLOP of "
+          f"convolution at {row['deconv_gflops']:.0f} GFLOP/s ({row['deconv_gflops'] / limit:.0%} "
+          f"of torch's {row['deconv_precision']} convolution, {limit:.0f} GFLOP/s, in this run)")
+    print("   level     PM a→b   PM b→a   deconv (both)  evaluations  relative error a→b, b→a "
+          "(start → end)")
     for lv in row["levels"]:
         deconv = lv.get("deconv_ab_s", 0.0) + lv.get("deconv_ba_s", 0.0)
-        line = f"   {lv['level']:8s} {lv['patchmatch_ab_s']:7.3f}  {lv['patchmatch_ba_s']:7.3f}  {deconv:8.3f}"
+        line = (f"   {lv['level']:8s} "
+                f"{lv['patchmatch_ab_s']:7.3f}  {lv['patchmatch_ba_s']:7.3f}  {deconv:8.3f}")
         if "deconv_ab_loss" in lv:
             (a0, a1), (b0, b1) = lv["deconv_ab_loss"], lv["deconv_ba_loss"]
             line += (f"       {lv['deconv_ab_evaluations']:3d} {lv['deconv_ba_evaluations']:3d}    "
                      f"{a0:.3f} → {a1:.3f}, {b0:.3f} → {b1:.3f}")
         print(line)
-    print(f"   gridness a→b {row['gridness_ab']:.2f}, b→a {row['gridness_ba']:.2f}; discontinuity rate "
-          f"a→b {row['discontinuity_rate_ab']:.3f}, b→a {row['discontinuity_rate_ba']:.3f}")
+    print(f"   gridness a→b {row['gridness_ab']:.2f}, b→a {row['gridness_ba']:.2f}; discontinuity "
+          f"rate a→b {row['discontinuity_rate_ab']:.3f}, b→a {row['discontinuity_rate_ba']:.3f}")
     if "nnf_quality" in row:
         print("   NNF quality (PatchMatch/global exact mean cost): "
               + ", ".join(f"{lvl} {v:.4f}" for lvl, v in row["nnf_quality"].items()))
@@ -366,7 +380,8 @@ def batch_figures(size: int, count: int = 6, jobs: int = 2) -> Dict[str, float]:
     import ray
 
     examples = ROOT / "examples"
-    sources = [np.asarray(Image.open(examples / n).convert("RGB")) for n in ("skyline.jpg", "astronaut.jpg", "grace_hopper.jpg")]
+    sources = [np.asarray(Image.open(examples / n).convert("RGB"))
+               for n in ("skyline.jpg", "astronaut.jpg", "grace_hopper.jpg")]
     figures: Dict[str, float] = {"pairs": count, "jobs": jobs, "size": size}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "content"
@@ -374,25 +389,30 @@ def batch_figures(size: int, count: int = 6, jobs: int = 2) -> Dict[str, float]:
         for i in range(count):
             rgb = sources[i % len(sources)]
             h, w = rgb.shape[:2]
-            Image.fromarray(rgb[: h - 16 * (i // len(sources)), : w - 16 * (i // len(sources))]).save(folder / f"c{i}.png")
+            Image.fromarray(rgb[: h - 16 * (i // len(sources)),
+                                : w - 16 * (i // len(sources))]).save(folder / f"c{i}.png")
         config = analogy.AnalogyConfig(size=size)
         t0 = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
         figures["ray_startup_s"] = time.perf_counter() - t0
         try:
             for executor in ("local", "ray"):
-                pairs = analogy.pairs_from_lists([folder], [examples / "starry_night.jpg"], Path(tmp) / executor)
+                pairs = analogy.pairs_from_lists([folder], [examples / "starry_night.jpg"],
+                                                 Path(tmp) / executor)
                 t0 = time.perf_counter()
                 outcomes = list(analogy.batch(pairs, config, jobs=jobs, executor=executor))
                 figures[f"{executor}_s"] = time.perf_counter() - t0
                 assert all(o.status == "done" for o in outcomes), [o.error for o in outcomes]
         finally:
             ray.shutdown()
-        same = all((Path(tmp) / "local" / p.name / n).read_bytes() == (Path(tmp) / "ray" / p.name / n).read_bytes()
+        same = all((Path(tmp) / "local" / p.name / n).read_bytes()
+                   == (Path(tmp) / "ray" / p.name / n).read_bytes()
                    for p in pairs for n in ("A_prime.png", "B.png", "analogy.json"))
     figures["ray_overhead_per_pair_s"] = (figures["ray_s"] - figures["local_s"]) / count
-    print(f"batch of {count} pairs at size {size}, {jobs} workers: local processes {figures['local_s']:.1f} s, "
-          f"Ray {figures['ray_s']:.1f} s (+{figures['ray_overhead_per_pair_s']:.2f} s per pair; Ray's start-up "
+    print(f"batch of {count} pairs at size {size}, {jobs} workers: local processes "
+          f"{figures['local_s']:.1f} s, Ray {figures['ray_s']:.1f} s "
+          f"(+{figures['ray_overhead_per_pair_s']:.2f} s per pair; Ray's start-up "
           f"{figures['ray_startup_s']:.1f} s more); same bytes: {same}")
     return figures
 
@@ -400,20 +420,25 @@ def batch_figures(size: int, count: int = 6, jobs: int = 2) -> Dict[str, float]:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", nargs="+", default=["painting"],
-                        help=f"named pairs ({', '.join(PAIRS)}) or two image paths [default: painting]")
+                        help=f"named pairs ({', '.join(PAIRS)}) or two image paths "
+                             "[default: painting]")
     parser.add_argument("--manifest", type=Path, nargs="?", const=MANIFEST,
-                        help=f"instead of --pair, every pair of a manifest [default when given alone: {MANIFEST}]")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[112, 224, 448], help="working long sides")
+                        help="instead of --pair, every pair of a manifest "
+                             f"[default when given alone: {MANIFEST}]")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[112, 224, 448],
+                        help="working long sides")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--weights", default="caffe")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep-aspect", action="store_true", help="keep the inputs' aspect (long side 2·size)")
-    parser.add_argument("--skip-quality", action="store_true", help="no NNF quality (against exact NNFs) and no kernel throughput")
+    parser.add_argument("--keep-aspect", action="store_true",
+                        help="keep the inputs' aspect (long side 2·size)")
+    parser.add_argument("--skip-quality", action="store_true",
+                        help="no NNF quality (against exact NNFs) and no kernel throughput")
     parser.add_argument("--skip-identity", action="store_true", help="no identity-PSNR run")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--batch", action="store_true",
-                        help="instead: a 6-pair batch with 2 local worker processes and with 2 Ray workers "
-                             "(at the first of --sizes; needs the ray extra)")
+                        help="instead: a 6-pair batch with 2 local worker processes and with 2 Ray "
+                             "workers (at the first of --sizes; needs the ray extra)")
     args = parser.parse_args(argv)
     if args.batch:
         figures = batch_figures(args.sizes[0])
@@ -439,15 +464,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     for names in pairs:
         a, b = load_pair(*names)
         print(f"\n#### pair {names[0]} → {names[1]}")
-        warm = analogy.AnalogyConfig(size=min(args.sizes), seed=args.seed, weights=args.weights, device=str(device))
-        run_analogy(resize_input(a, min(args.sizes), args.keep_aspect), resize_input(b, min(args.sizes), args.keep_aspect),
-                    warm, vgg)
+        warm = analogy.AnalogyConfig(size=min(args.sizes), seed=args.seed, weights=args.weights,
+                                     device=str(device))
+        run_analogy(resize_input(a, min(args.sizes), args.keep_aspect),
+                    resize_input(b, min(args.sizes), args.keep_aspect), warm, vgg)
         if conv is None:
             bf16 = deconv_in_bfloat16(warm, kernels_for(device))
             conv = {"float32": conv_gflops(device)}
             if bf16:
                 conv["bfloat16"] = conv_gflops(device, bfloat16=True)
-            print("torch conv2d 3×3 256→256 @56×56: " + ", ".join(f"{v:.1f} GFLOP/s in {k}" for k, v in conv.items())
+            print("torch conv2d 3×3 256→256 @56×56: "
+                  + ", ".join(f"{v:.1f} GFLOP/s in {k}" for k, v in conv.items())
                   + f"; the deconvolution runs in {'bfloat16' if bf16 else 'float32'}")
         rows = []
         for size in args.sizes:

@@ -27,7 +27,8 @@ def image_path(name: str) -> Path:
     """A test image from examples/; a missing one is an error, never a skip."""
     path = EXAMPLES / name
     if not path.is_file():
-        raise FileNotFoundError(f"test image {path} is missing: the tests need the images shipped in examples/")
+        raise FileNotFoundError(f"test image {path} is missing: the tests need the images shipped "
+                                "in examples/")
     return path
 
 
@@ -50,7 +51,8 @@ def no_gpu_reason() -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu` tests run where the CUDA kernels run on a GPU, and are skipped with the reason elsewhere."""
+    """`gpu` tests run where the CUDA kernels run on a GPU, and are skipped with the reason
+    elsewhere."""
     gpu_items = [item for item in items if "gpu" in item.keywords]
     if gpu_items and no_gpu_reason():
         skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {no_gpu_reason()}")
@@ -80,7 +82,8 @@ def astronaut() -> np.ndarray:
 
 @pytest.fixture
 def images(tmp_path, skyline, starry) -> Path:
-    """A folder with two small real images: a.png (a crop of the skyline) and b.png (of the painting)."""
+    """A folder with two small real images: a.png (a crop of the skyline) and b.png (of the
+    painting)."""
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(skyline[:96, :128]).save(folder / "a.png")
@@ -126,7 +129,8 @@ class Command:
         program = ["-c", code] if code is not None else [str(ROOT / "cli.py")]
         self.proc = subprocess.Popen([sys.executable, *python, *program, *map(str, args)], cwd=ROOT,
                                      stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         self.lines: List[str] = []  # every line read so far
         self._queue: "queue.Queue[Optional[str]]" = queue.Queue()
         self._ended = False
@@ -159,12 +163,14 @@ class Command:
         while True:
             line = self._next(timeout)
             if line is None:
-                raise AssertionError(f"the command ended before printing {text!r}: {self.lines[-20:]}")
+                raise AssertionError(f"the command ended before printing {text!r}: "
+                                     f"{self.lines[-20:]}")
             if text in line:
                 return line
 
     def send(self, sig: int, group: bool = False) -> None:
-        """Signal the command (with `group`, its whole process group, as Ctrl-C in a terminal does)."""
+        """Signal the command (with `group`, its whole process group, as Ctrl-C in a terminal
+        does)."""
         if group:
             os.killpg(self.proc.pid, sig)
         else:

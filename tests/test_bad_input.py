@@ -118,8 +118,9 @@ def _image(mode: str, rgb: np.ndarray) -> Image.Image:
     return img.convert(mode)
 
 
-@pytest.mark.parametrize("mode,fmt", [("L", "png"), ("LA", "png"), ("RGBA", "png"), ("P+transparency", "png"),
-                                      ("I;16", "png"), ("F", "tiff"), ("CMYK", "jpeg"), ("1", "png")])
+@pytest.mark.parametrize("mode,fmt", [("L", "png"), ("LA", "png"), ("RGBA", "png"),
+                                      ("P+transparency", "png"), ("I;16", "png"), ("F", "tiff"),
+                                      ("CMYK", "jpeg"), ("1", "png")])
 def test_every_image_mode_is_converted(tmp_path, good, skyline, mode, fmt):
     path = tmp_path / f"img.{fmt}"
     _image(mode, skyline[:70, :90]).save(path, format=fmt.upper())
@@ -154,7 +155,8 @@ def test_many_frames_use_the_first_and_say_so(tmp_path, good, skyline, fmt):
     frames = [Image.fromarray(skyline[i * 10 : i * 10 + 64, :80]) for i in range(3)]
     frames[0].save(path, save_all=True, append_images=frames[1:])
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, [str(path), str(good), "-o", str(out), "--size", "48", "--preview"])
+    res = CliRunner().invoke(main,
+                             [str(path), str(good), "-o", str(out), "--size", "48", "--preview"])
     assert res.exit_code == 0, res.output
     assert any("3 frames" in line and "first" in line for line in _lines(res)), res.output
     assert np.asarray(Image.open(out / "A_prime.png")).shape == (64, 80, 3)
@@ -181,10 +183,12 @@ def test_same_file_as_a_and_b_prime_gives_it_back(tmp_path, good):
 @pytest.mark.parametrize("option,value,words", [
     ("--size", "10", ["at least 48"]), ("--ratio", "0", ["ratio"]), ("--ratio", "abc", ["ratio"]),
     ("--iterations", "-1", ["iterations"]), ("--deconv-iterations", "-2", ["deconv_iterations"]),
-    ("--blend-level", "4", ["blend-level"]), ("--seed", "-1", ["seed"]), ("--device", "gpu", ["device"]),
+    ("--blend-level", "4", ["blend-level"]), ("--seed", "-1", ["seed"]),
+    ("--device", "gpu", ["device"]),
 ])
 def test_invalid_option_values(tmp_path, good, option, value, words):
-    res = CliRunner().invoke(main, [str(good), str(good), "-o", str(tmp_path / "out"), option, value])
+    res = CliRunner().invoke(main,
+                             [str(good), str(good), "-o", str(tmp_path / "out"), option, value])
     assert res.exit_code != 0
     assert all(w.lower() in res.output.lower() for w in words), res.output
     assert [line for line in _lines(res) if line.startswith("Error")], res.output
@@ -204,7 +208,8 @@ MANIFESTS = {
     "BOM and CRLF": ("\ufeffA,B',output\r\n\"a, with comma.png\",b.png,x\r\n", 0, []),
     "quoted comma": ("A,B',output\n\"a, with comma.png\",b.png,\"out, 1\"\n", 0, []),
     "escaping output": ("A,B',output\nb.png,b.png,../../x\n", 1, ["outside the output folder"]),
-    "duplicate outputs": ("A,B',output\nb.png,b.png,x\n\"a, with comma.png\",b.png,./x\n", 1, ["same output folder"]),
+    "duplicate outputs": ("A,B',output\nb.png,b.png,x\n\"a, with comma.png\",b.png,./x\n", 1,
+                          ["same output folder"]),
     "missing field": ("A,B',output\nb.png,b.png\n", 1, ["expected 3 fields"]),
 }
 

@@ -50,7 +50,8 @@ def test_folder_batch_reports_the_corrupt_file_and_writes_the_rest(folders, tmp_
     (content / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # truncated PNG
     (content / "city.png").unlink()
     out = tmp_path / "out"
-    res = _invoke("batch", "--content", content, "--style", style, "-o", out, "--size", SIZE, "--preview")
+    res = _invoke("batch", "--content", content, "--style", style, "-o", out, "--size", SIZE,
+                  "--preview")
     assert res.exit_code == 1, res.output
     for name, source in (("sky__starry", "sky.png"), ("face__starry", "face.jpg")):
         assert Image.open(out / name / "A_prime.png").size == Image.open(content / source).size
@@ -63,27 +64,33 @@ def test_folder_batch_reports_the_corrupt_file_and_writes_the_rest(folders, tmp_
                for line in res.output.splitlines()), res.output
     # a batch pair is the same analogy as a single run (the cached style features change nothing)
     single = tmp_path / "single"
-    assert _invoke(content / "face.jpg", style, "-o", single, "--size", SIZE, "--preview", "-q").exit_code == 0
-    assert (single / "A_prime.png").read_bytes() == (out / "face__starry" / "A_prime.png").read_bytes()
+    assert _invoke(content / "face.jpg", style, "-o", single, "--size", SIZE,
+                   "--preview", "-q").exit_code == 0
+    assert ((single / "A_prime.png").read_bytes()
+            == (out / "face__starry" / "A_prime.png").read_bytes())
     assert (single / "B.png").read_bytes() == (out / "face__starry" / "B.png").read_bytes()
 
 
 @pytest.mark.slow
-def test_killed_batch_leaves_no_partial_image_and_resume_finishes_it(folders, tmp_path, skyline, command):
+def test_killed_batch_leaves_no_partial_image_and_resume_finishes_it(folders, tmp_path, skyline,
+                                                                     command):
     """SIGKILL as soon as the first of four pairs is reported done (the second then under way)."""
     content, style = folders
     _save(content / "dusk.png", skyline[100:250, 100:300])
     out = tmp_path / "out"
-    run = command(["batch", "--content", content, "--style", style, "-o", out, "--size", "64", "--preview"])
+    run = command(["batch", "--content", content, "--style", style, "-o", out, "--size", "64",
+                   "--preview"])
     run.wait_for("batch 1/4: done")
     run.send(signal.SIGKILL)
     run.finish()
-    finished = {d.name for d in out.iterdir() if (d / "A_prime.png").exists() and (d / "B.png").exists()}
+    finished = {d.name for d in out.iterdir() if (d / "A_prime.png").exists()
+                and (d / "B.png").exists()}
     assert 1 <= len(finished) < 4
     assert _images_load(out) >= 2 * len(finished)  # every file named like an image is complete
     stamps = {p: p.stat().st_mtime_ns for name in finished for p in (out / name).glob("*.png")}
 
-    res = _invoke("batch", "--content", content, "--style", style, "-o", out, "--size", "64", "--preview", "--resume")
+    res = _invoke("batch", "--content", content, "--style", style, "-o", out, "--size", "64",
+                  "--preview", "--resume")
     assert res.exit_code == 0, res.output
     assert f"{4 - len(finished)} done, {len(finished)} skipped, 0 failed" in res.output
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the finished pairs were not redone
@@ -98,7 +105,8 @@ def test_jobs_two_gives_the_same_bytes_as_one(folders, tmp_path):
     outcomes = list(analogy.batch(analogy.pairs_from_lists([content], [style], one),
                                   analogy.AnalogyConfig(size=int(SIZE)).as_preview(), jobs=1))
     assert [o.status for o in outcomes] == ["done"] * 3
-    res = _invoke("batch", "--content", content, "--style", style, "-o", two, "--size", SIZE, "--preview", "--jobs", "2", "-q")
+    res = _invoke("batch", "--content", content, "--style", style, "-o", two, "--size", SIZE,
+                  "--preview", "--jobs", "2", "-q")
     assert res.exit_code == 0, res.output
     files = sorted(p.relative_to(one) for p in one.rglob("*.png"))
     assert len(files) == 6 and files == sorted(p.relative_to(two) for p in two.rglob("*.png"))
@@ -109,7 +117,8 @@ def test_jobs_two_gives_the_same_bytes_as_one(folders, tmp_path):
 def test_manifest_pairs_relative_to_the_manifest(folders, tmp_path):
     content, style = folders
     manifest = tmp_path / "pairs.csv"
-    manifest.write_text("A,B′,output\ncontent/sky.png,style/starry.png,results/first\n", encoding="utf-8")
+    manifest.write_text("A,B′,output\ncontent/sky.png,style/starry.png,results/first\n",
+                        encoding="utf-8")
     res = _invoke("batch", manifest, "--size", SIZE, "--preview", "-q")
     assert res.exit_code == 0, res.output
     assert Image.open(tmp_path / "results" / "first" / "A_prime.png").size == (160, 120)
@@ -137,7 +146,8 @@ def test_bad_manifests_give_one_line_errors(folders, tmp_path, text, words):
 
 def test_single_pair_command_still_works_beside_batch(folders, tmp_path):
     content, style = folders
-    res = _invoke("run", content / "sky.png", style, "-o", tmp_path / "r", "--size", SIZE, "--preview", "-q")
+    res = _invoke("run", content / "sky.png", style, "-o", tmp_path / "r", "--size", SIZE,
+                  "--preview", "-q")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r" / "A_prime.png").exists()
 

@@ -1,6 +1,6 @@
 """The page of `analogy serve` in a real browser: Debian's Chromium, driven by Playwright, against a
-server this test starts on a free port. A bad file shows its reason; two images uploaded and run give
-A′ and B on the page, and the A′ downloaded from it has the command line's bytes; a second job,
+server this test starts on a free port. A bad file shows its reason; two images uploaded and run
+give A′ and B on the page, and the A′ downloaded from it has the command line's bytes; a second job,
 queued behind the first, is cancelled from its own page. Chromium missing is a failure, not a skip:
 `apt-get install chromium` (.ci/run does it).
 
@@ -25,7 +25,8 @@ from .test_serve import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 OPTIONS = {"size": "96", "seed": "7"}
-TIMEOUT_MS = 600_000  # a safety net only: a loaded two-core machine can take minutes over a small job
+# a safety net only: a loaded two-core machine can take minutes over a small job
+TIMEOUT_MS = 600_000
 expect.set_options(timeout=TIMEOUT_MS)
 
 
@@ -43,10 +44,12 @@ def server(tmp_path):
 
 @pytest.mark.slow
 def test_page_runs_a_job_end_to_end(server, tmp_path):
-    assert CHROMIUM.is_file(), f"{CHROMIUM} is missing: the browser test needs Debian's Chromium (apt-get install chromium)"
+    assert CHROMIUM.is_file(), (f"{CHROMIUM} is missing: the browser test needs Debian's Chromium "
+                                "(apt-get install chromium)")
     a, b = image_path("skyline.jpg"), image_path("starry_night.jpg")
     res = CliRunner().invoke(cli.main, [str(a), str(b), "-o", str(tmp_path / "cli"), "-q",
-                                        *[arg for k, v in OPTIONS.items() for arg in (f"--{k}", v)]])
+                                        *[arg for k, v in OPTIONS.items()
+                                          for arg in (f"--{k}", v)]])
     assert res.exit_code == 0, res.output
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"this is not a picture\n")
@@ -56,7 +59,8 @@ def test_page_runs_a_job_end_to_end(server, tmp_path):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             elsewhere, errors = [], []
-            page.on("request", lambda r: None if r.url.startswith((server, "blob:", "data:")) else elsewhere.append(r.url))
+            page.on("request", lambda r: None if r.url.startswith((server, "blob:", "data:"))
+                    else elsewhere.append(r.url))
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(server)
@@ -95,7 +99,8 @@ def test_page_runs_a_job_end_to_end(server, tmp_path):
                 assert image.evaluate("img => img.naturalWidth") > 0
             with page.expect_download() as download:
                 page.click("figure[data-file='A_prime.png'] a[download]")
-            assert Path(download.value.path()).read_bytes() == (tmp_path / "cli" / "A_prime.png").read_bytes()
+            assert (Path(download.value.path()).read_bytes()
+                    == (tmp_path / "cli" / "A_prime.png").read_bytes())
             expect(page.locator("#progress-stage")).to_have_text(re.compile(r"^Done in \d"))
 
             page.screenshot(path=str(tmp_path / "page.png"), full_page=True)

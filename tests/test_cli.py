@@ -51,7 +51,8 @@ def test_end_to_end_writes_both_images_at_input_sizes(pair, tmp_path):
 def test_installed_command_quiet(pair, tmp_path):
     a, b = pair
     out = tmp_path / "quiet"
-    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), str(a), str(b), "-o", str(out), "--size", "48", "--preview", "-q"],
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), str(a), str(b), "-o", str(out),
+                           "--size", "48", "--preview", "-q"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and proc.stderr == ""
@@ -97,7 +98,8 @@ def test_output_folder_that_cannot_be_created(pair, tmp_path):
     assert_one_line_error(res, str(blocker), "is a file, not a folder")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root ignores folder permissions")
 def test_read_only_output_folder(pair, tmp_path):
     a, b = pair
     out = tmp_path / "ro"
@@ -155,7 +157,8 @@ def test_bad_option_values(pair, tmp_path):
     a, b = pair
     res = _run(a, b, "-o", tmp_path / "o", "--size", "10")
     assert_one_line_error(res, "at least 48")
-    res = _run(a, b, "-o", tmp_path / "o", "--weights", "/no/such/weights.pth", "--size", "64", "--preview")
+    res = _run(a, b, "-o", tmp_path / "o", "--weights", "/no/such/weights.pth", "--size", "64",
+               "--preview")
     assert_one_line_error(res, "weights")
 
 
@@ -192,8 +195,8 @@ def test_installed_package_is_complete(tmp_path):
     """Outside the clone, the installed package has every module (a subpackage missing from the
     build configuration would only show here, or on a user's machine)."""
     proc = subprocess.run(
-        [sys.executable, "-c", "import analogy, analogy.kernels.cpu, analogy.kernels.cuda, analogy.runner, cli; "
-                               "print(analogy.__file__)"],
+        [sys.executable, "-c", "import analogy, analogy.kernels.cpu, analogy.kernels.cuda, "
+                               "analogy.runner, cli; print(analogy.__file__)"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -202,8 +205,8 @@ def test_installed_package_is_complete(tmp_path):
 def test_preview_option_gives_the_preview_deconvolution_and_explicit_options_still_count():
     from cli import _config
 
-    given = dict(size=None, ratio=None, blend_level=None, iterations=None, deconv_iterations=None, seed=None,
-                 weights=None, device="auto", photo=False)
+    given = dict(size=None, ratio=None, blend_level=None, iterations=None, deconv_iterations=None,
+                 seed=None, weights=None, device="auto", photo=False)
     assert _config(preview=False, **given) == AnalogyConfig()
     assert _config(preview=True, **given) == AnalogyConfig().as_preview()
     assert _config(preview=True, **{**given, "deconv_iterations": 30}).deconv_iterations == 30

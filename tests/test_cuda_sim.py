@@ -29,8 +29,10 @@ def sim(tmp_path_factory, vgg, skyline, starry):
     small_a, small_b = vgg.extract(vgg.preprocess(image_a)), vgg.extract(vgg.preprocess(image_b))
     inputs = {
         "a5": big_a[5], "b5": big_b[5],  # 12×12 and 13×14
-        "sa5": small_a[5], "sb5": small_b[5], "sa4": small_a[4], "sb4": small_b[4],  # 6×6, 6×7; 12×12, 12×14
-        "image_a": torch.from_numpy(skyline[:50, :60].copy()), "image_b": torch.from_numpy(starry[:45, :58].copy()),
+        # 6×6, 6×7; 12×12, 12×14
+        "sa5": small_a[5], "sb5": small_b[5], "sa4": small_a[4], "sb4": small_b[4],
+        "image_a": torch.from_numpy(skyline[:50, :60].copy()),
+        "image_b": torch.from_numpy(starry[:45, :58].copy()),
     }
     path = tmp_path_factory.mktemp("cuda_sim") / "inputs.pt"
     torch.save(inputs, path)
@@ -108,7 +110,8 @@ def _nvidia_target():
 
 
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or _nvidia_target() is None,
-                    reason="needs NVIDIA's numba-cuda with libNVVM (pip install '.[cuda]'); no GPU needed")
+                    reason="needs NVIDIA's numba-cuda with libNVVM (pip install '.[cuda]'); "
+                           "no GPU needed")
 @pytest.mark.parametrize("cc", [(7, 5), (9, 0)])
 def test_kernels_compile_for_real_gpus(cc):
     """Every CUDA kernel compiles to PTX for a Turing and a Hopper GPU (without a GPU present),
@@ -123,11 +126,13 @@ def test_kernels_compile_for_real_gpus(cc):
     i3, counts, i = types.Array(types.int32, 3, "C"), types.Array(types.int64, 1, "C"), types.int64
     signatures = {
         "_cost_kernel": ((f3, f2, f3, f2, i3, f2, i), True),
-        "_pass_kernel": ((f3, f2, f3, f2, i3, f2, i3, f2, i, i, i, types.uint64, i, i, counts), True),
+        "_pass_kernel": ((f3, f2, f3, f2, i3, f2, i3, f2, i, i, i, types.uint64, i, i, counts),
+                         True),
         "_vote_kernel": ((f3, i3, i, f3), False),
     }
     for name, (signature, fastmath) in signatures.items():
-        ptx, _ = cuda.compile_ptx(getattr(kernels, name).py_func, signature, cc=cc, fastmath=fastmath)
+        ptx, _ = cuda.compile_ptx(getattr(kernels, name).py_func, signature, cc=cc,
+                                  fastmath=fastmath)
         assert ".entry" in ptx and "call.uni" not in ptx, name
 
 
@@ -150,7 +155,8 @@ def test_cli_cuda_without_gpu_exits_with_one_line(tmp_path, skyline, starry):
     Image.fromarray(skyline[:120, :150]).save(a)
     Image.fromarray(starry[:120, :150]).save(b)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), str(a), str(b), "-o", str(tmp_path / "out"), "--device", "cuda"],
+        [sys.executable, str(ROOT / "cli.py"), str(a), str(b), "-o", str(tmp_path / "out"),
+         "--device", "cuda"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert proc.returncode != 0

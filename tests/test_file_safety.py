@@ -66,8 +66,10 @@ def test_2_output_names_do_not_depend_on_listing_order(tmp_path, images):
     Image.open(images / "a.png").save(c / "a.png")
     Image.open(images / "a.png").save(c / "a.jpg")
     style = images / "b.png"
-    forward = {p.a.name: p.out.name for p in pairs_from_lists([c / "a.png", c / "a.jpg"], [style], tmp_path)}
-    backward = {p.a.name: p.out.name for p in pairs_from_lists([c / "a.jpg", c / "a.png"], [style], tmp_path)}
+    forward = {p.a.name: p.out.name
+               for p in pairs_from_lists([c / "a.png", c / "a.jpg"], [style], tmp_path)}
+    backward = {p.a.name: p.out.name
+                for p in pairs_from_lists([c / "a.jpg", c / "a.png"], [style], tmp_path)}
     assert forward == backward and len(set(forward.values())) == 2, forward
 
 
@@ -76,7 +78,8 @@ def test_2_resume_redoes_a_pair_whose_inputs_or_options_changed(tmp_path, images
     c.mkdir()
     Image.fromarray(skyline[:64, :80]).save(c / "a.png")
     out = tmp_path / "out"
-    base = ["batch", "--content", c, "--style", images / "b.png", "-o", out, "--size", "48", "--preview"]
+    base = ["batch", "--content", c, "--style", images / "b.png", "-o", out, "--size", "48",
+            "--preview"]
     assert _invoke(*base, "-q").exit_code == 0
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
     first = (folder / "A_prime.png").read_bytes()
@@ -166,8 +169,8 @@ def _start_batch(command, images, out, *extra):
     with Image.open(images / "a.png") as a:
         for i in range(4):
             a.rotate(90 * i, expand=True).save(content / f"c{i}.png")
-    return command(["batch", "--content", content, "--style", images / "b.png", "-o", out, "--size", "160", "--preview",
-                    "-j", "2", *extra])
+    return command(["batch", "--content", content, "--style", images / "b.png", "-o", out,
+                    "--size", "160", "--preview", "-j", "2", *extra])
 
 
 def _working(batch):
@@ -237,15 +240,16 @@ def test_6_workers_exit_when_the_batch_is_killed(tmp_path, images, command):
 def test_7_option_errors_are_found_once_before_the_workers_start(tmp_path, images, jobs):
     out = tmp_path / "out"
     res = _invoke("batch", "--content", images / "a.png", "--content", images / "b.png",
-                  "--style", images / "b.png", "-o", out, "-j", jobs, "--weights", tmp_path / "nonexistent",
-                  *SIZE)
+                  "--style", images / "b.png", "-o", out, "-j", jobs,
+                  "--weights", tmp_path / "nonexistent", *SIZE)
     assert_one_line_error(res, "nonexistent")
     assert no_outputs(out)
 
 
 # 8 ------------------------------------------------------------------------------------------------
 def test_8_a_single_run_clears_its_own_stale_temporaries_only(tmp_path, images):
-    """What a killed (SIGKILL) run left: removed by the next run on the folder; others' files kept."""
+    """What a killed (SIGKILL) run left: removed by the next run on the folder; others' files
+    kept."""
     out = tmp_path / "out"
     out.mkdir()
     stale = out / image_io.temporary_name("B.png", "killed")
@@ -256,8 +260,8 @@ def test_8_a_single_run_clears_its_own_stale_temporaries_only(tmp_path, images):
     assert sorted(p.name for p in out.iterdir()) == [".notes.part", "A_prime.png", "B.png"]
 
 
-#: The command, with each output file's writing followed by a line "wrote a temporary" and a wait for
-#: a line on stdin: the test's signal comes while the outputs are being written.
+#: The command, with each output file's writing followed by a line "wrote a temporary" and a wait
+#: for a line on stdin: the test's signal comes while the outputs are being written.
 WRITING = """
 import sys
 import analogy.image_io as io
@@ -301,7 +305,8 @@ def test_9_float_tiff_with_nan_or_inf_is_refused(tmp_path, images, value):
 
 # 10 -----------------------------------------------------------------------------------------------
 def test_10_seed_beyond_64_bits(tmp_path, images):
-    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", *SIZE, "--seed", str(2**70))
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", *SIZE,
+                  "--seed", str(2**70))
     assert_one_line_error(res, "seed must be a whole number from 0 to 2**62")
     assert no_outputs(tmp_path / "out")
 
@@ -318,7 +323,8 @@ def test_10_nul_byte_in_a_manifest_row(tmp_path, images):
     manifest = images / "pairs.csv"
     manifest.write_bytes(b"A,B',output\na.png\0,b.png,x\n")
     res = _invoke("batch", manifest, "-o", tmp_path / "out", *SIZE)
-    assert_one_line_error(res, "pairs.csv line 2, column A", "a NUL byte")  # (the test's folder holds "nul_byte")
+    # (the test's folder holds "nul_byte")
+    assert_one_line_error(res, "pairs.csv line 2, column A", "a NUL byte")
     assert no_outputs(tmp_path / "out")
 
 
@@ -334,7 +340,8 @@ def test_10_cannot_allocate_memory_suggests_a_smaller_size(tmp_path, images, mon
         raise failure
 
     monkeypatch.setattr(analogy.pipeline, "deconvolve", fail)
-    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "160", "--preview", "-q")
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", "--size", "160",
+                  "--preview", "-q")
     assert_one_line_error(res, "out of memory", "--size")
     suggested = int(re.search(r"--size (\d+)", res.output).group(1))
     assert suggested < 160, res.output
@@ -349,7 +356,8 @@ def test_11_output_path_that_is_a_file(tmp_path, images, command):
     if command == "run":
         res = _invoke(images / "a.png", images / "b.png", "-o", taken, *SIZE)
     else:
-        res = _invoke("batch", "--content", images / "a.png", "--style", images / "b.png", "-o", taken, *SIZE)
+        res = _invoke("batch", "--content", images / "a.png", "--style", images / "b.png",
+                      "-o", taken, *SIZE)
     assert_one_line_error(res, "taken", "not a folder")
     assert taken.read_text() == "mine"
 

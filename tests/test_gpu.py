@@ -72,10 +72,12 @@ def test_vote_equals_the_cpu_vote_byte_for_byte(features, device, gpu, skyline, 
     a, b = prepare(fa[3], fa[3]), prepare(fb[3], fb[3])
     nnf, _ = CpuKernels().search(a, b, identity_nnf(a.shape, b.shape), 3, 5, None, seed=1)
     source = fb[3][0]
-    assert torch.equal(gpu.vote(source.to(device), nnf.to(device), k).cpu(), CpuKernels().vote(source, nnf, k))
+    assert torch.equal(gpu.vote(source.to(device), nnf.to(device), k).cpu(),
+                       CpuKernels().vote(source, nnf, k))
     image = torch.from_numpy(skyline[:150, :170].astype(np.float32)).permute(2, 0, 1).contiguous()
     out = CpuKernels().resample_nnf(nnf, b.shape, (140, 160), tuple(image.shape[1:]))
-    assert torch.equal(gpu.vote(image.to(device), out.to(device), k).cpu(), CpuKernels().vote(image, out, k))
+    assert torch.equal(gpu.vote(image.to(device), out.to(device), k).cpu(),
+                       CpuKernels().vote(image, out, k))
 
 
 def test_resampling_equals_the_cpu(features, device, gpu):
@@ -92,17 +94,20 @@ def test_gpu_search_close_to_exact(features, device, gpu):
     upsampled NNF with radius 6, each against the global exact NNF: the CPU's bounds."""
     fa, fb = features
     a, b = prepare(fa[5], fa[5]), prepare(fb[5], fb[5])
-    nnf, cost = gpu.search(_to(a, device), _to(b, device), identity_nnf(a.shape, b.shape, device), 3, 10, None, seed=1)
+    nnf, cost = gpu.search(_to(a, device), _to(b, device), identity_nnf(a.shape, b.shape, device),
+                           3, 10, None, seed=1)
     ratios = {5: float(cost.mean().cpu() / exact_nnf(a, b, 3)[1].mean())}
     for level in (4, 3):
         shape_b = b.shape
         a, b = prepare(fa[level], fa[level]), prepare(fb[level], fb[level])
         start = upsample_nnf(nnf, shape_b, a.shape, b.shape)
         nnf, cost = gpu.search(_to(a, device), _to(b, device), start, 3, 10, 6, seed=level)
-        assert torch.allclose(CpuKernels().cost(a, b, nnf.cpu(), 3), cost.cpu(), rtol=1e-4, atol=1e-4)
+        assert torch.allclose(CpuKernels().cost(a, b, nnf.cpu(), 3), cost.cpu(), rtol=1e-4,
+                              atol=1e-4)
         ratios[level] = float(cost.mean().cpu() / exact_nnf(a, b, 3)[1].mean())
     print("GPU PatchMatch / global exact mean cost:", ratios)
-    assert all(1.0 - 1e-4 <= r <= bound for r, bound in zip(ratios.values(), (1.02, 1.05, 1.10))), ratios
+    assert all(1.0 - 1e-4 <= r <= bound
+               for r, bound in zip(ratios.values(), (1.02, 1.05, 1.10))), ratios
 
 
 def test_gpu_search_is_deterministic_for_any_launch_geometry(features, device, gpu):
@@ -136,8 +141,9 @@ def test_cli_end_to_end_on_cuda(tmp_path, skyline, starry, device_option):
     Image.fromarray(starry[:200, :220]).save(b)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), str(a), str(b), "-o", str(out), "--device", device_option,
-         "--size", "128", "--preview"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+        [sys.executable, str(ROOT / "cli.py"), str(a), str(b), "-o", str(out),
+         "--device", device_option, "--size", "128", "--preview"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "working sizes" in proc.stderr

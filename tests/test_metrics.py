@@ -27,7 +27,8 @@ def test_contextual_similarity_rises_with_the_target_s_content(starry, skyline, 
     painting = np.asarray(Image.fromarray(starry).resize((w, h)))
     mixed = skyline.copy()
     mixed[:, : w // 2] = painting[:, : w // 2]
-    assert contextual_similarity(mixed, starry, vgg) > 4 * contextual_similarity(skyline, starry, vgg)
+    assert (contextual_similarity(mixed, starry, vgg)
+            > 4 * contextual_similarity(skyline, starry, vgg))
 
 
 def test_structure_distance_is_zero_for_the_image_and_large_for_another(skyline, starry, vgg):
@@ -37,7 +38,8 @@ def test_structure_distance_is_zero_for_the_image_and_large_for_another(skyline,
     from PIL import Image, ImageFilter
 
     blurred = np.asarray(Image.fromarray(skyline).filter(ImageFilter.GaussianBlur(1)))
-    assert structure_distance(blurred, skyline, vgg) < 0.5 * structure_distance(starry, skyline, vgg)
+    assert (structure_distance(blurred, skyline, vgg)
+            < 0.5 * structure_distance(starry, skyline, vgg))
 
 
 def test_quality_scores_of_a_result(skyline, starry, vgg):
@@ -54,7 +56,8 @@ def test_quality_scores_of_a_result(skyline, starry, vgg):
 
 
 @pytest.mark.slow
-def test_defaults_take_the_appearance_s_look_where_the_preview_keeps_a_s_colours(astronaut, starry, vgg):
+def test_defaults_take_the_appearance_s_look_where_the_preview_keeps_a_s_colours(
+        astronaut, starry, vgg):
     """The astronaut (white suit, red and blue flag, skin) with The Starry Night (blues and
     yellows), at working size 64: A′ at the defaults (the original's deconvolution: two levels
     down, up to 100 L-BFGS iterations from B′'s voted features) is made of far more of the
@@ -63,8 +66,11 @@ def test_defaults_take_the_appearance_s_look_where_the_preview_keeps_a_s_colours
     config = AnalogyConfig(size=64)
     full = analogy.analogy(astronaut, starry, config)
     preview = analogy.analogy(astronaut, starry, config.as_preview())
-    full_a, preview_a = contextual_similarity(full.a_prime, starry, vgg), contextual_similarity(preview.a_prime, starry, vgg)
-    full_b, preview_b = contextual_similarity(full.b, astronaut, vgg), contextual_similarity(preview.b, astronaut, vgg)
-    print(f"CX(A′, B′): defaults {full_a:.3f}, preview {preview_a:.3f}; CX(B, A): {full_b:.3f}, {preview_b:.3f}")
+    full_a, preview_a = (contextual_similarity(full.a_prime, starry, vgg),
+                         contextual_similarity(preview.a_prime, starry, vgg))
+    full_b, preview_b = (contextual_similarity(full.b, astronaut, vgg),
+                         contextual_similarity(preview.b, astronaut, vgg))
+    print(f"CX(A′, B′): defaults {full_a:.3f}, preview {preview_a:.3f}; CX(B, A): {full_b:.3f}, "
+          f"{preview_b:.3f}")
     assert full_a > 2 * preview_a and full_b > 2 * preview_b
     assert full.quality(vgg).style_a_prime == pytest.approx(full_a)

@@ -7,11 +7,13 @@ from analogy.nnf import flow_to_color, identity_nnf, resample_nnf, upsample_nnf,
 
 def test_upsample_doubles_coordinates_and_keeps_offsets():
     g = torch.Generator().manual_seed(0)
-    nnf = torch.stack([torch.randint(0, 5, (3, 4), generator=g), torch.randint(0, 6, (3, 4), generator=g)], -1).int()
+    nnf = torch.stack([torch.randint(0, 5, (3, 4), generator=g),
+                       torch.randint(0, 6, (3, 4), generator=g)], -1).int()
     up = upsample_nnf(nnf, (5, 6), (6, 8), (10, 12))
     for y in range(6):
         for x in range(8):
-            assert up[y, x].tolist() == [2 * nnf[y // 2, x // 2, 0] + y % 2, 2 * nnf[y // 2, x // 2, 1] + x % 2]
+            assert up[y, x].tolist() == [2 * nnf[y // 2, x // 2, 0] + y % 2,
+                                         2 * nnf[y // 2, x // 2, 1] + x % 2]
 
 
 def test_identity_is_proportional_and_in_bounds():

@@ -46,10 +46,12 @@ def test_pipeline_search_close_to_global_exact(pair_features):
     for level in (4, 3):
         shape_b = b.shape
         a, b = prepare(fa[level], fa[level]), prepare(fb[level], fb[level])
-        nnf, cost = patchmatch(a, b, upsample_nnf(nnf, shape_b, a.shape, b.shape), 3, 10, 6, seed=level)
+        nnf, cost = patchmatch(a, b, upsample_nnf(nnf, shape_b, a.shape, b.shape), 3, 10, 6,
+                               seed=level)
         ratios[level] = float(cost.mean() / exact_nnf(a, b, 3)[1].mean())
     print("PatchMatch/global exact mean cost as in the pipeline:", ratios)
-    assert all(1.0 - 1e-4 <= r <= bound for r, bound in zip(ratios.values(), (1.02, 1.05, 1.10))), ratios
+    assert all(1.0 - 1e-4 <= r <= bound
+               for r, bound in zip(ratios.values(), (1.02, 1.05, 1.10))), ratios
 
 
 def test_exact_of_identical_maps_is_identity(pair_features):

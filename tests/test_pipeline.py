@@ -50,10 +50,12 @@ def test_known_shift_is_recovered_at_output_resolution(starry, grey):
     dy, dx = 5, 7
     a, b = _shift_pair(starry, dy, dx)
     if grey:
-        b = np.repeat(np.rint(b @ np.array([0.299, 0.587, 0.114]))[..., None], 3, axis=2).astype(np.uint8)
+        b = np.repeat(np.rint(b @ np.array([0.299, 0.587, 0.114]))[..., None], 3,
+                      axis=2).astype(np.uint8)
     result = analogy.analogy(a, b, size=a.shape[0])
     fraction = _fraction_recovered(result.nnf_ab, dy, dx)
-    print(f"shift ({dy}, {dx}) {'grey' if grey else 'colour'} B′: {fraction:.1%} of pixels within 1 px")
+    print(f"shift ({dy}, {dx}) {'grey' if grey else 'colour'} B′: "
+          f"{fraction:.1%} of pixels within 1 px")
     assert result.nnf_ab.shape == a.shape[:2] + (2,)
     assert fraction >= (0.90 if not grey else 0.85)
 
@@ -70,8 +72,10 @@ def test_outputs_have_input_sizes_for_different_shapes(skyline, starry):
     assert result.a_prime.shape == skyline.shape and result.b.shape == starry.shape
     assert result.nnf_ab.shape == skyline.shape[:2] + (2,)
     assert result.nnf_ba.shape == starry.shape[:2] + (2,)
-    assert (result.nnf_ab[..., 0] < starry.shape[0]).all() and (result.nnf_ab[..., 1] < starry.shape[1]).all()
-    assert set(result.timings) >= {"features", "patchmatch", "deconvolution", "fusion", "reconstruction", "total"}
+    assert ((result.nnf_ab[..., 0] < starry.shape[0]).all()
+            and (result.nnf_ab[..., 1] < starry.shape[1]).all())
+    assert set(result.timings) >= {"features", "patchmatch", "deconvolution", "fusion",
+                                   "reconstruction", "total"}
 
 
 @pytest.mark.parametrize("level", [5, 3])
@@ -120,11 +124,13 @@ def test_bfloat16_deconvolution_reaches_the_float32_error(vgg, starry, level):
     sub = vgg.sub_network(level - 1, level)
     errors = {}
     for bf16 in (False, True):
-        recovered, info = deconvolve(vgg, level, target, init, iterations=10, tolerance=0.0, bfloat16=bf16)
+        recovered, info = deconvolve(vgg, level, target, init, iterations=10, tolerance=0.0,
+                                     bfloat16=bf16)
         assert recovered.is_contiguous() and recovered.dtype == torch.float32
         errors[bf16] = float((sub(recovered) - target).pow(2).sum() / target.pow(2).sum())
         assert abs(errors[bf16] - info.final_loss) < 1e-3
-    print(f"relu{level}_1 deconvolution, relative error: float32 {errors[False]:.4f}, bfloat16 {errors[True]:.4f}")
+    print(f"relu{level}_1 deconvolution, relative error: float32 {errors[False]:.4f}, bfloat16 "
+          f"{errors[True]:.4f}")
     assert errors[True] < 1.03 * errors[False]
 
 
@@ -150,7 +156,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 @pytest.fixture(scope="module")
 def quick_start_result():
-    """The Quick start pair (examples/skyline.jpg → examples/starry_night.jpg) at default settings."""
+    """The Quick start pair (examples/skyline.jpg → examples/starry_night.jpg) at default
+    settings."""
     return analogy.analogy(EXAMPLES / "skyline.jpg", EXAMPLES / "starry_night.jpg")
 
 
@@ -159,7 +166,8 @@ def test_results_are_not_tiled_on_the_relu5_1_grid(quick_start_result):
     """The finest NNFs' discontinuities do not prefer the relu5_1 grid lines (every 16 working
     px): gridness ≤ 1.2 both ways. A search bound to the coarse decision gave 1.4–1.8."""
     r = quick_start_result
-    assert r.working_nnf_ab.shape[:2] == r.working_size_a and r.working_nnf_ba.shape[:2] == r.working_size_b
+    assert (r.working_nnf_ab.shape[:2] == r.working_size_a
+            and r.working_nnf_ba.shape[:2] == r.working_size_b)
     g_ab, rate_ab = gridness(torch.from_numpy(r.working_nnf_ab))
     g_ba, rate_ba = gridness(torch.from_numpy(r.working_nnf_ba))
     print(f"gridness a→b {g_ab:.2f} (rate {rate_ab:.3f}), b→a {g_ba:.2f} (rate {rate_ba:.3f})")
@@ -184,13 +192,18 @@ def test_pipeline_search_close_to_global_exact_from_its_real_start(skyline, star
     """The searches the pipeline runs (its fused features, its start: the identity at relu5_1, the
     upsampled NNF below) end close to the global exact NNF of the same features."""
     searches = []
-    analogy.run_analogy(skyline, starry, AnalogyConfig(size=128, device="cpu").as_preview(), on_search=searches.append)
-    assert [(s.level.name, s.direction) for s in searches] == [(n, d) for n in analogy.LEVEL_NAMES for d in ("ab", "ba")]
+    analogy.run_analogy(skyline, starry, AnalogyConfig(size=128, device="cpu").as_preview(),
+                        on_search=searches.append)
+    assert ([(s.level.name, s.direction) for s in searches]
+            == [(n, d) for n in analogy.LEVEL_NAMES for d in ("ab", "ba")])
     ratios = {}
     for s in searches[:6]:  # relu5_1, relu4_1, relu3_1
         k = s.level.patch_size
         assert torch.equal(CpuKernels().cost(s.source, s.target, s.nnf, k), s.cost)
-        ratios[f"{s.level.name} {s.direction}"] = float(s.cost.mean() / exact_nnf(s.source, s.target, k)[1].mean())
-    print("pipeline PatchMatch / global exact mean cost:", {k: round(v, 4) for k, v in ratios.items()})
+        ratios[f"{s.level.name} {s.direction}"] = float(
+            s.cost.mean() / exact_nnf(s.source, s.target, k)[1].mean())
+    print("pipeline PatchMatch / global exact mean cost:",
+          {k: round(v, 4) for k, v in ratios.items()})
     assert len(ratios) == 6
-    assert all(1.0 - 1e-4 <= v <= (1.01 if "relu5" in k else 1.05 if "relu4" in k else 1.10) for k, v in ratios.items()), ratios
+    assert all(1.0 - 1e-4 <= v <= (1.01 if "relu5" in k else 1.05 if "relu4" in k else 1.10)
+               for k, v in ratios.items()), ratios

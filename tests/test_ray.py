@@ -49,24 +49,30 @@ def test_ray_batch_gives_the_local_bytes_and_names_the_bad_pair(tmp_path, conten
     outcomes = {}
     for executor, jobs in (("ray", 2), ("local", 1)):
         pairs = analogy.pairs_from_lists([folder], [style], tmp_path / executor)
-        outcomes[executor] = {o.pair.name: o for o in analogy.batch(pairs, config, executor=executor, jobs=jobs)}
+        outcomes[executor] = {o.pair.name: o
+                              for o in analogy.batch(pairs, config, executor=executor, jobs=jobs)}
     ray_outcomes = outcomes["ray"]
     assert ray_outcomes["broken__starry"].status == "failed"
     assert "broken.png" in ray_outcomes["broken__starry"].error
-    assert ray_outcomes["broken__starry"].error == outcomes["local"]["broken__starry"].error  # the same message
-    assert {n: o.status for n, o in ray_outcomes.items()} == {n: o.status for n, o in outcomes["local"].items()}
+    # the same message
+    assert ray_outcomes["broken__starry"].error == outcomes["local"]["broken__starry"].error
+    assert ({n: o.status for n, o in ray_outcomes.items()}
+            == {n: o.status for n, o in outcomes["local"].items()})
     for name in ("sky__starry", "face__starry"):
         assert ray_outcomes[name].status == "done"
         for file in ("A_prime.png", "B.png", "analogy.json"):
-            assert (tmp_path / "ray" / name / file).read_bytes() == (tmp_path / "local" / name / file).read_bytes()
+            assert ((tmp_path / "ray" / name / file).read_bytes()
+                    == (tmp_path / "local" / name / file).read_bytes())
     assert no_outputs(tmp_path / "ray" / "broken__starry")
     assert ray.is_initialized()  # the caller's Ray is left running
 
 
 def test_fail_fast_on_ray_stops_at_the_first_failure(tmp_path, content, local_ray):
     folder, style = content
-    pairs = analogy.pairs_from_lists([folder / "broken.png", folder / "sky.png", folder / "face.jpg"], [style], tmp_path)
-    outcomes = list(analogy.batch(pairs, analogy.AnalogyConfig(size=64).as_preview(), executor="ray", jobs=1, fail_fast=True))
+    pairs = analogy.pairs_from_lists([folder / "broken.png", folder / "sky.png",
+                                      folder / "face.jpg"], [style], tmp_path)
+    outcomes = list(analogy.batch(pairs, analogy.AnalogyConfig(size=64).as_preview(),
+                                  executor="ray", jobs=1, fail_fast=True))
     assert [(o.pair.name, o.status) for o in outcomes] == [("broken__starry", "failed")]
     assert not list(tmp_path.glob("*/B.png"))
 
@@ -74,15 +80,17 @@ def test_fail_fast_on_ray_stops_at_the_first_failure(tmp_path, content, local_ra
 def test_without_ray_the_executor_is_a_one_line_error(tmp_path, content, monkeypatch):
     folder, style = content
     monkeypatch.setitem(sys.modules, "ray", None)  # as if it were not installed
-    res = CliRunner().invoke(main, ["batch", "--content", str(folder / "sky.png"), "--style", str(style),
-                                    "-o", str(tmp_path / "out"), "--executor", "ray", "--size", "48", "--preview", "-q"])
+    res = CliRunner().invoke(main, ["batch", "--content", str(folder / "sky.png"),
+                                    "--style", str(style), "-o", str(tmp_path / "out"),
+                                    "--executor", "ray", "--size", "48", "--preview", "-q"])
     assert_one_line_error(res, "pip install 'analogy[ray]'")
     assert no_outputs(tmp_path / "out")
 
 
 def _start(args):
     return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def _ray_workers_running_a_pair():
@@ -107,8 +115,8 @@ def test_a_killed_ray_worker_has_its_pair_retried(tmp_path, content):
     folder, style = content
     (folder / "broken.png").unlink()
     out = tmp_path / "out"
-    proc = _start(["batch", "--content", folder, "--style", style, "-o", out, "--size", "192", "--preview",
-                   "--executor", "ray", "-j", "2"])
+    proc = _start(["batch", "--content", folder, "--style", style, "-o", out, "--size", "192",
+                   "--preview", "--executor", "ray", "-j", "2"])
     t0 = time.time()
     while not (busy := _ray_workers_running_a_pair()):
         assert proc.poll() is None and time.time() - t0 < 120, proc.communicate()
@@ -126,9 +134,11 @@ def test_resume_after_an_interrupted_ray_batch_redoes_exactly_the_rest(tmp_path,
     folder, style = content
     (folder / "broken.png").unlink()
     for i in range(3):
-        Image.open(folder / "sky.png").rotate(90 * (i + 1), expand=True).save(folder / f"sky{i}.png")
+        Image.open(folder / "sky.png").rotate(90 * (i + 1), expand=True).save(
+            folder / f"sky{i}.png")
     out = tmp_path / "out"
-    args = ["batch", "--content", folder, "--style", style, "-o", out, "--size", "128", "--preview", "--executor", "ray"]
+    args = ["batch", "--content", folder, "--style", style, "-o", out, "--size", "128",
+            "--preview", "--executor", "ray"]
     batch = command(args)
     batch.wait_for("batch 1/5: done")  # as soon as the first pair is written
     batch.send(signal.SIGINT, group=True)  # Ctrl-C in the terminal
@@ -141,5 +151,6 @@ def test_resume_after_an_interrupted_ray_batch_redoes_exactly_the_rest(tmp_path,
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert f"{5 - len(finished)} done, {len(finished)} skipped" in err, err
-    assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/analogy.json") if p.parent.name in finished} == finished
+    assert {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/analogy.json")
+            if p.parent.name in finished} == finished
     assert len(list(out.glob("*/B.png"))) == 5

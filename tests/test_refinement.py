@@ -19,7 +19,8 @@ from .conftest import psnr
 def _grade(image: np.ndarray) -> np.ndarray:
     """A colour grade: per-channel gamma and gain, and a lift of the blue channel."""
     x = image / 255.0
-    graded = np.stack([1.05 * x[..., 0] ** 0.8, 0.95 * x[..., 1] ** 1.1, 0.85 * x[..., 2] ** 1.3 + 0.05], axis=-1)
+    graded = np.stack([1.05 * x[..., 0] ** 0.8, 0.95 * x[..., 1] ** 1.1,
+                       0.85 * x[..., 2] ** 1.3 + 0.05], axis=-1)
     return np.clip(np.rint(255.0 * graded), 0, 255).astype(np.uint8)
 
 
@@ -34,7 +35,8 @@ def _gradient_correlation(x: np.ndarray, y: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def graded_pair(astronaut):
-    """A (astronaut at 250×247) and B′ = A moved by (6, 9) px and colour-graded; the true A′ is A graded."""
+    """A (astronaut at 250×247) and B′ = A moved by (6, 9) px and colour-graded; the true A′ is A
+    graded."""
     image = astronaut[::2, ::2]
     dy, dx = 6, 9
     h, w = image.shape[0] - dy, image.shape[1] - dx
@@ -52,7 +54,8 @@ def test_photo_mode_is_closer_to_the_true_answer(graded_pair):
     g_raw, g_ref = _gradient_correlation(raw, a), _gradient_correlation(refined, a)
     g_truth = _gradient_correlation(truth, a)
     print(f"PSNR to the true A′: {p_raw:.1f} → {p_ref:.1f} dB; gradient correlation with A: "
-          f"{g_raw:.2f} → {g_ref:.2f} (true A′: {g_truth:.2f}); refinement {result.timings['refinement']:.2f}s")
+          f"{g_raw:.2f} → {g_ref:.2f} (true A′: {g_truth:.2f}); refinement "
+          f"{result.timings['refinement']:.2f}s")
     assert p_ref > p_raw + 3.0
     assert g_ref > g_raw + 0.2 and g_ref > 0.9
     # B is refined too, with B′ as its structure
@@ -100,7 +103,8 @@ def test_wls_solution_matches_a_plain_sparse_solve(starry):
     assert np.allclose(WLSSolver(guide).smooth(np.full(guide.shape[:2], 7.0)), 7.0)
     # edge-aware: across the guide's edges less is smoothed away than with a flat guide
     flat = np.full_like(guide, 128)
-    assert _gradient_correlation(wls_smooth(guide, guide), guide) > _gradient_correlation(wls_smooth(guide, flat), guide)
+    assert (_gradient_correlation(wls_smooth(guide, guide), guide)
+            > _gradient_correlation(wls_smooth(guide, flat), guide))
 
 
 def test_config_validates_photo_parameters():
@@ -134,13 +138,15 @@ def test_confidence_is_low_where_a_has_no_counterpart(skyline, astronaut):
     """A = the skyline with a face pasted into the sky; B′ = the skyline. The face has no
     counterpart in B′, while what it covers (sky) still has one elsewhere in A."""
     y0, x0, side = 10, 200, 120
-    face = np.asarray(Image.fromarray(astronaut[60:300, 140:380]).resize((side, side), Image.Resampling.LANCZOS))
+    face = np.asarray(Image.fromarray(astronaut[60:300, 140:380])
+                      .resize((side, side), Image.Resampling.LANCZOS))
     a = skyline.copy()
     a[y0 : y0 + side, x0 : x0 + side] = face
     inside = np.zeros(a.shape[:2], bool)
     inside[y0 : y0 + side, x0 : x0 + side] = True
     conf = analogy.analogy(a, skyline, size=96, **PREVIEW).confidence()
-    print(f"mean confidence: pasted face {conf[inside].mean():.2f}, elsewhere {conf[~inside].mean():.2f}")
+    print(f"mean confidence: pasted face {conf[inside].mean():.2f}, elsewhere "
+          f"{conf[~inside].mean():.2f}")
     assert conf[inside].mean() < 0.5
     assert conf[~inside].mean() > 0.8
 
@@ -150,7 +156,8 @@ def test_cli_photo_and_confidence_files(tmp_path, skyline, astronaut):
     Image.fromarray(skyline[:150, :200]).save(a)
     Image.fromarray(_grade(skyline[10:160, 20:220])).save(b)
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, [str(a), str(b), "-o", str(out), "--size", "64", "--preview", "--photo", "--save-confidence"])
+    res = CliRunner().invoke(main, [str(a), str(b), "-o", str(out), "--size", "64",
+                                    "--preview", "--photo", "--save-confidence"])
     assert res.exit_code == 0, res.output
     for name in ("A_prime.png", "B.png", "confidence_ab.png", "confidence_ba.png"):
         assert (out / name).exists(), name

@@ -30,7 +30,9 @@ def _manifest(tmp_path, images, output):
     return path
 
 
-@pytest.mark.parametrize("output", ["../../escaped", "sub/../../escaped", "/tmp/analogy-escaped-abs", "link/x"])
+@pytest.mark.parametrize("output",
+                         ["../../escaped", "sub/../../escaped", "/tmp/analogy-escaped-abs",
+                          "link/x"])
 def test_manifest_outputs_must_stay_inside_the_output_root(tmp_path, images, output):
     """`..`, absolute paths and symbolic links out of the root are refused, naming the row, before
     any work; nothing is written anywhere."""
@@ -39,9 +41,11 @@ def test_manifest_outputs_must_stay_inside_the_output_root(tmp_path, images, out
     out.mkdir()
     (out / "link").symlink_to(tmp_path / "elsewhere")
     manifest = _manifest(tmp_path, images, output)
-    with pytest.raises(ManifestError, match=r"line 2, column output: .* is outside the output folder"):
+    with pytest.raises(ManifestError,
+                       match=r"line 2, column output: .* is outside the output folder"):
         pairs_from_manifest(manifest, out)
-    res = CliRunner().invoke(main, ["batch", str(manifest), "-o", str(out), "--size", "48", "--preview", "-q"])
+    res = CliRunner().invoke(main, ["batch", str(manifest), "-o", str(out), "--size", "48",
+                                    "--preview", "-q"])
     assert res.exit_code != 0 and "is outside the output folder" in res.output
     assert len([line for line in res.output.splitlines() if line.strip()]) == 1, res.output
     assert not (tmp_path / "escaped").exists() and not Path("/tmp/analogy-escaped-abs").exists()
@@ -60,9 +64,10 @@ def test_outputs_get_a_new_files_usual_mode(tmp_path, images, umask):
     """Not the temporary file's 0600: 0666 minus the umask, like any file the user creates."""
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-c", f"import os, sys; os.umask({umask}); sys.argv = ['analogy'] + sys.argv[1:]; "
-                               "import cli; cli.main()",
-         str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48", "--preview", "-q", "--save-nnf"],
+        [sys.executable, "-c", f"import os, sys; os.umask({umask}); sys.argv = ['analogy'] + "
+                               "sys.argv[1:]; import cli; cli.main()",
+         str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48",
+         "--preview", "-q", "--save-nnf"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -85,7 +90,8 @@ def test_interrupt_while_starting_is_one_line(tmp_path, images, command, sig, st
 
 
 def _interrupted_with_nothing_written(code, lines, status, out):
-    """One line besides the progress, 128 + the signal, no file (output or temporary) under `out`."""
+    """One line besides the progress, 128 + the signal, no file (output or temporary) under
+    `out`."""
     said = without_progress(lines)
     assert code == status and len(said) == 1 and "interrupted" in said[0], lines
     left = [p.name for p in out.rglob("*") if p.is_file()]
@@ -94,11 +100,13 @@ def _interrupted_with_nothing_written(code, lines, status, out):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command_name", ["run", "batch"])
-@pytest.mark.parametrize("sig,status,group", [(signal.SIGINT, 130, True), (signal.SIGINT, 130, False),
+@pytest.mark.parametrize("sig,status,group", [(signal.SIGINT, 130, True),
+                                              (signal.SIGINT, 130, False),
                                               (signal.SIGTERM, 143, False)],
-                         ids=["ctrl-c to the group", "SIGINT to the command", "SIGTERM to the command"])
-def test_interrupt_while_working_leaves_nothing_partial(tmp_path, images, command, command_name, sig, status,
-                                                       group):
+                         ids=["ctrl-c to the group", "SIGINT to the command",
+                              "SIGTERM to the command"])
+def test_interrupt_while_working_leaves_nothing_partial(tmp_path, images, command, command_name,
+                                                        sig, status, group):
     """In the middle of the work (single pair, or a batch with two worker processes), as the
     progress names relu4_1: one line, 128 + the signal, and no output or temporary file anywhere
     under the output folder."""
@@ -106,8 +114,8 @@ def test_interrupt_while_working_leaves_nothing_partial(tmp_path, images, comman
     if command_name == "run":
         args = [images / "a.png", images / "b.png", "-o", out, "--size", "128"]
     else:
-        args = ["batch", "--content", images / "a.png", "--content", images / "b.png", "--style", images / "b.png",
-                "-o", out, "--size", "128", "-j", "2"]
+        args = ["batch", "--content", images / "a.png", "--content", images / "b.png",
+                "--style", images / "b.png", "-o", out, "--size", "128", "-j", "2"]
     run = command(args)
     run.wait_for("relu4_1: PatchMatch")
     run.send(sig, group=group)
@@ -146,7 +154,8 @@ cli.entry()
     ("kernel callback 1", 0, signal.SIGINT),  # as the first returns
     ("relu4_1: PatchMatch", 0, signal.SIGTERM),  # once they are loaded
 ], ids=["relu5_1 begins", "in callback 1", "in callback 2", "after callback 1", "relu4_1 begins"])
-def test_a_signal_while_the_kernels_load_is_not_lost(tmp_path, images, command, moment, wait_in, sig):
+def test_a_signal_while_the_kernels_load_is_not_lost(tmp_path, images, command, moment, wait_in,
+                                                     sig):
     """Issue 24: a signal handled inside a callback from C code was printed with a traceback and
     dropped, and the run went on to write its outputs. Now, at every moment around the kernels'
     loading: one line, 128 + the signal, nothing written."""
@@ -182,8 +191,8 @@ def test_a_signal_while_exiting_is_one_line(tmp_path, images, command, sig):
     """Issue 24: after the work, while the interpreter exits: no traceback ("Exception ignored in
     atexit callback … KeyboardInterrupt"), one line, 128 + the signal; the outputs are complete."""
     out = tmp_path / "out"
-    run = command([images / "a.png", images / "b.png", "-o", out, "--size", "48", "--preview", "-q"], code=AT_EXIT,
-                  stdin=True)
+    run = command([images / "a.png", images / "b.png", "-o", out, "--size", "48",
+                   "--preview", "-q"], code=AT_EXIT, stdin=True)
     run.wait_for("exiting")
     run.send(sig)
     run.reply()
@@ -223,9 +232,11 @@ def test_a_full_stderr_does_not_stop_the_work(tmp_path, images, command_name):
     if command_name == "run":
         args, folder = [images / "a.png", images / "b.png", "-o", out], out
     else:
-        args, folder = ["batch", "--content", images / "a.png", "--style", images / "b.png", "-o", out], out / "a__b"
+        args, folder = (["batch", "--content", images / "a.png", "--style", images / "b.png",
+                         "-o", out], out / "a__b")
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args), "--size", "48", "--preview"],
+        proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args),
+                               "--size", "48", "--preview"],
                               stdout=subprocess.PIPE, stderr=full, cwd=ROOT, timeout=300)
     assert proc.returncode == 0
     assert load_image(folder / "A_prime.png").shape == load_image(images / "a.png").shape
@@ -238,7 +249,8 @@ def test_a_run_on_a_folder_another_run_is_writing_is_refused(tmp_path, images):
     from analogy.image_io import LOCK_NAME, output_lock
 
     out = tmp_path / "out"
-    args = ["run", str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48", "--preview", "-q"]
+    args = ["run", str(images / "a.png"), str(images / "b.png"), "-o", str(out), "--size", "48",
+            "--preview", "-q"]
     with output_lock(out):  # as another process would hold it (flock: per open file, so per run)
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 1
@@ -270,4 +282,5 @@ def test_a_batch_skips_a_pair_another_run_is_writing(tmp_path, images):
     assert (out / "b__b" / "A_prime.png").exists()
     res = CliRunner().invoke(main, args + ["--resume"])
     assert res.exit_code == 0, res.output
-    assert (busy / "A_prime.png").exists() and not other.exists()  # stale once the other run is gone
+    # stale once the other run is gone
+    assert (busy / "A_prime.png").exists() and not other.exists()

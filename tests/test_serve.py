@@ -1,5 +1,5 @@
-"""`analogy serve`'s HTTP API: a whole job with the command line's bytes, the bad-input battery and the
-limits before any work, file names that cannot leave a job's folder, unknown ids, a full queue,
+"""`analogy serve`'s HTTP API: a whole job with the command line's bytes, the bad-input battery and
+the limits before any work, file names that cannot leave a job's folder, unknown ids, a full queue,
 cancellation, expiry, and the command itself stopped by SIGTERM or Ctrl-C. Waits are on observable
 state (a job's state, a folder, a line), never fixed sleeps."""
 from __future__ import annotations
@@ -32,7 +32,8 @@ from analogy.web.jobs import ID_PATTERN, MARKER, JobQueue
 from .conftest import EXAMPLES as REPO_EXAMPLES, ROOT, assert_one_line_error
 from .test_bad_input import BAD_FILES, _image, _png_bytes, bad_file_content
 
-SMALL = {"size": "64", "preview": "true", "seed": "5"}  # the preview: quality is not what these check
+# the preview: quality is not what these check
+SMALL = {"size": "64", "preview": "true", "seed": "5"}
 OUTPUTS = ["A_prime.png", "B.png", "nnf_ab.npy", "nnf_ba.npy", "flow_ab.png", "flow_ba.png",
            "confidence_ab.png", "confidence_ba.png"]
 
@@ -66,7 +67,8 @@ def make_server(tmp_path):
     opened = []
 
     def make(started: bool = True, limits: Limits = Limits(), **queue_options):
-        queue = JobQueue(tmp_path / f"data{len(opened)}", **{"keep_seconds": 3600.0, **queue_options})
+        queue = JobQueue(tmp_path / f"data{len(opened)}",
+                         **{"keep_seconds": 3600.0, **queue_options})
         client = TestClient(create_app(queue, cli.web_job_options(), limits))
         opened.append((client, queue, started))
         if started:
@@ -94,29 +96,35 @@ def finished(client, job_id: str) -> dict:
 
 
 def test_a_job_gives_the_command_lines_bytes(make_server, inputs, tmp_path, monkeypatch):
-    temporary = tmp_path / "tmp"  # nothing may be written outside the data folder, temporaries included
+    # nothing may be written outside the data folder, temporaries included
+    temporary = tmp_path / "tmp"
     temporary.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temporary))
     (tmp_path / "a.png").write_bytes(inputs[0])
     (tmp_path / "b.png").write_bytes(inputs[1])
-    res = CliRunner().invoke(cli.main, [str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "cli"),
-                                        "--size", "64", "--preview", "--seed", "5", "--save-nnf", "--save-flow",
+    res = CliRunner().invoke(cli.main, [str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                                        "-o", str(tmp_path / "cli"), "--size", "64",
+                                        "--preview", "--seed", "5", "--save-nnf", "--save-flow",
                                         "--save-confidence", "-q"])
     assert res.exit_code == 0, res.output
     client, queue = make_server()
     response = post(client, *inputs, **SMALL)
     assert response.status_code == 202, response.text
     job = response.json()
-    assert ID_PATTERN.fullmatch(job["id"]) and response.headers["location"] == f"/api/jobs/{job['id']}"
-    assert job["state"] in ("queued", "running") and job["options"] == {"size": 64, "preview": True, "seed": 5}
+    assert (ID_PATTERN.fullmatch(job["id"])
+            and response.headers["location"] == f"/api/jobs/{job['id']}")
+    assert (job["state"] in ("queued", "running")
+            and job["options"] == {"size": 64, "preview": True, "seed": 5})
     job = finished(client, job["id"])
     assert job["state"] == "done", job["error"]
-    assert job["progress"]["step"] == job["progress"]["steps"] == 7 and job["progress"]["fraction"] == 1.0
+    assert (job["progress"]["step"] == job["progress"]["steps"] == 7
+            and job["progress"]["fraction"] == 1.0)
     for name in OUTPUTS:
         served = client.get(f"/api/jobs/{job['id']}/files/{name}")
         assert served.status_code == 200
         assert served.content == (tmp_path / "cli" / name).read_bytes(), name
-    assert client.get(f"/api/jobs/{job['id']}/files/A.png").content == inputs[0]  # the PNG as analysed
+    # the PNG as analysed
+    assert client.get(f"/api/jobs/{job['id']}/files/A.png").content == inputs[0]
 
     archive = client.get(f"/api/jobs/{job['id']}/files/analogy.zip")
     assert archive.headers["content-disposition"].startswith("attachment")
@@ -126,8 +134,9 @@ def test_a_job_gives_the_command_lines_bytes(make_server, inputs, tmp_path, monk
         record = json.loads(z.read("analogy.json"))
     assert record["A"]["name"] == "a.png" and record["B′"]["width"] == 112
     assert record["options"]["size"] == 64 and record["options"]["seed"] == 5
-    assert record["command"] == ("analogy A.png B_prime.png -o OUT --size 64 --preview --seed 5 --save-nnf --save-flow "
-                                 "--save-confidence --weights caffe --device auto")
+    assert record["command"] == ("analogy A.png B_prime.png -o OUT --size 64 --preview --seed 5 "
+                                 "--save-nnf --save-flow --save-confidence --weights caffe "
+                                 "--device auto")
     assert not list(temporary.iterdir()) and not list(queue.data.rglob("*.part"))
 
 
@@ -135,7 +144,8 @@ def test_a_job_gives_the_command_lines_bytes(make_server, inputs, tmp_path, monk
 def test_two_cpu_workers_run_jobs_side_by_side_with_the_same_bytes(make_server, inputs, tmp_path):
     import torch
 
-    threads = torch.get_num_threads()  # the workers split the cores: put this process's count back after
+    # the workers split the cores: put this process's count back after
+    threads = torch.get_num_threads()
     try:
         client, queue = make_server(workers=2, device="cpu")
         assert queue.devices == [None, None]
@@ -146,28 +156,34 @@ def test_two_cpu_workers_run_jobs_side_by_side_with_the_same_bytes(make_server, 
         torch.set_num_threads(threads)
     (tmp_path / "a.png").write_bytes(inputs[0])
     (tmp_path / "b.png").write_bytes(inputs[1])
-    res = CliRunner().invoke(cli.main, [str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "cli"),
-                                        "--size", "64", "--preview", "--seed", "5", "-q"])
+    res = CliRunner().invoke(cli.main, [str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                                        "-o", str(tmp_path / "cli"), "--size", "64",
+                                        "--preview", "--seed", "5", "-q"])
     assert res.exit_code == 0, res.output
     assert first == second == (tmp_path / "cli" / "A_prime.png").read_bytes()
 
 
-@pytest.mark.parametrize("case", [c for c, (kind, _) in BAD_FILES.items() if kind not in (None, "dir")])
+@pytest.mark.parametrize("case",
+                         [c for c, (kind, _) in BAD_FILES.items() if kind not in (None, "dir")])
 @pytest.mark.parametrize("slot", ["a", "bprime"])
-def test_bad_file_gives_the_command_lines_reason_before_any_work(make_server, inputs, tmp_path, skyline, case, slot):
+def test_bad_file_gives_the_command_lines_reason_before_any_work(make_server, inputs, tmp_path,
+                                                                 skyline, case, slot):
     kind, words = BAD_FILES[case]
     bad = bad_file_content(kind, skyline[:64, :80])
     name = "bad.jpg" if case == "truncated JPEG" else "bad.png"
     (tmp_path / name).write_bytes(bad)
     (tmp_path / "good.png").write_bytes(inputs[0])
-    args = [tmp_path / name, tmp_path / "good.png"] if slot == "a" else [tmp_path / "good.png", tmp_path / name]
-    res = CliRunner().invoke(cli.main, [*map(str, args), "-o", str(tmp_path / "out"), "--size", "64"])
+    args = ([tmp_path / name, tmp_path / "good.png"] if slot == "a"
+            else [tmp_path / "good.png", tmp_path / name])
+    res = CliRunner().invoke(cli.main,
+                             [*map(str, args), "-o", str(tmp_path / "out"), "--size", "64"])
     assert_one_line_error(res, *words)
     cli_reason = res.output.strip().split(": ", 2)[2]
 
     client, queue = make_server(started=False)
     pair = (bad, inputs[1]) if slot == "a" else (inputs[0], bad)
-    response = post(client, *pair, names=("bad.png" if slot == "a" else "a.png", name if slot == "bprime" else "b.png"))
+    response = post(client, *pair, names=("bad.png" if slot == "a" else "a.png",
+                                          name if slot == "bprime" else "b.png"))
     assert response.status_code == 422
     detail = response.json()["detail"]
     label = "A" if slot == "a" else "B′"
@@ -192,8 +208,9 @@ def test_decompression_bomb_and_missing_image(make_server, inputs, monkeypatch):
 
 
 @pytest.mark.parametrize("option,value", [
-    ("size", "10"), ("ratio", "0"), ("ratio", "abc"), ("iterations", "-1"), ("deconv_iterations", "-2"),
-    ("blend_level", "4"), ("seed", "-1"), ("seed", "1.5"), ("photo", "maybe"),
+    ("size", "10"), ("ratio", "0"), ("ratio", "abc"), ("iterations", "-1"),
+    ("deconv_iterations", "-2"), ("blend_level", "4"), ("seed", "-1"), ("seed", "1.5"),
+    ("photo", "maybe"),
 ])
 def test_bad_option_gives_the_command_lines_reason(make_server, inputs, tmp_path, option, value):
     client, queue = make_server(started=False)
@@ -203,7 +220,8 @@ def test_bad_option_gives_the_command_lines_reason(make_server, inputs, tmp_path
     assert "\n" not in detail and option in detail
     if option != "photo":  # a flag on the command line takes no value
         (tmp_path / "a.png").write_bytes(inputs[0])
-        res = CliRunner().invoke(cli.main, [str(tmp_path / "a.png"), str(tmp_path / "a.png"), "-o", str(tmp_path / "o"),
+        res = CliRunner().invoke(cli.main, [str(tmp_path / "a.png"), str(tmp_path / "a.png"),
+                                            "-o", str(tmp_path / "o"),
                                             "--" + option.replace("_", "-"), value])
         reason = detail.split(": ", 1)[1] if detail.startswith(f"{option}: ") else detail
         assert res.exit_code != 0 and reason in res.output, (detail, res.output)
@@ -213,11 +231,14 @@ def test_bad_option_gives_the_command_lines_reason(make_server, inputs, tmp_path
 def test_unknown_fields_are_refused(make_server, inputs):
     client, _ = make_server(started=False)
     response = post(client, *inputs, device="cuda")  # the server's, not a job's
-    assert response.status_code == 422 and response.json()["detail"].startswith("unknown option 'device'")
-    response = client.post("/api/jobs", files={"a": ("a.png", inputs[0]), "bprime": ("b.png", inputs[1]),
+    assert (response.status_code == 422
+            and response.json()["detail"].startswith("unknown option 'device'"))
+    response = client.post("/api/jobs", files={"a": ("a.png", inputs[0]),
+                                               "bprime": ("b.png", inputs[1]),
                                                "c": ("c.png", inputs[1])})
     assert response.status_code == 422 and "unknown file field 'c'" in response.json()["detail"]
-    assert post(client, *inputs, **{"blend-level": "3"}).status_code == 202  # the command line's spelling
+    # the command line's spelling
+    assert post(client, *inputs, **{"blend-level": "3"}).status_code == 202
     response = post(client, *inputs, **{f"x{i}": "1" for i in range(40)})
     assert response.status_code == 422 and "more than 32 parts" in response.json()["detail"]
 
@@ -228,22 +249,26 @@ def test_size_limits_refuse_before_any_work(make_server, tmp_path):
     small = _png_bytes(np.zeros((64, 64, 3), np.uint8))
     client, queue = make_server(started=False, limits=Limits(upload_bytes=20_000, pixels=5_000))
     response = post(client, noise, small)
-    assert response.status_code == 413 and "over this server's limit of 0.02 MB" in response.json()["detail"]
+    assert (response.status_code == 413
+            and "over this server's limit of 0.02 MB" in response.json()["detail"])
 
     boundary = "x" * 16  # a body sent in chunks, with no Content-Length: counted as it comes
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a.png\"\r\n\r\n").encode() \
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"a\"; "
+            "filename=\"a.png\"\r\n\r\n").encode() \
         + noise + f"\r\n--{boundary}--\r\n".encode()
-    response = client.post("/api/jobs", content=iter([body[i:i + 4096] for i in range(0, len(body), 4096)]),
+    response = client.post("/api/jobs",
+                           content=iter([body[i:i + 4096] for i in range(0, len(body), 4096)]),
                            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert response.status_code == 413, response.text
 
     response = post(client, _png_bytes(np.zeros((96, 128, 3), np.uint8)), small)
     assert response.status_code == 413
-    assert response.json()["detail"] == ("A (a.png): 128×96 is 12,288 pixels, over this server's limit of 5,000; "
-                                         "downscale it first")
+    assert response.json()["detail"] == ("A (a.png): 128×96 is 12,288 pixels, over this server's "
+                                         "limit of 5,000; downscale it first")
     client, queue = make_server(started=False, limits=Limits(working_pixels=100_000))
     response = post(client, small, small, size=1024)
-    assert response.status_code == 422 and "working size would be 1024×1024" in response.json()["detail"]
+    assert (response.status_code == 422
+            and "working size would be 1024×1024" in response.json()["detail"])
     assert job_folders(queue.data) == []
 
 
@@ -254,7 +279,8 @@ def test_file_names_cannot_leave_the_job_folder(make_server, inputs):
     base = f"/api/jobs/{job_id}/files/"
     assert client.get(base + "A.png").status_code == 200
     for name in ["..%2Fsecret.txt", "..%2F..%2Fsecret.txt", "%2e%2e%2fsecret.txt", "%2e%2e", MARKER,
-                 "..%5Csecret.txt", "%2Fetc%2Fpasswd", "A.png%00", "A.png%2F..%2F..%2Fsecret.txt", "analogy.json"]:
+                 "..%5Csecret.txt", "%2Fetc%2Fpasswd", "A.png%00", "A.png%2F..%2F..%2Fsecret.txt",
+                 "analogy.json"]:
         response = client.get(base + name)
         assert response.status_code == 404, name
         assert b"not for you" not in response.content
@@ -265,8 +291,8 @@ def test_file_names_cannot_leave_the_job_folder(make_server, inputs):
 
 def test_unknown_ids_and_unguessable_ones(make_server, inputs):
     client, _ = make_server(started=False)
-    for method, path in [("GET", "/api/jobs/nope"), ("DELETE", "/api/jobs/nope"), ("GET", "/api/jobs/nope/files/A.png"),
-                         ("GET", "/api/jobs/" + "A" * 24)]:
+    for method, path in [("GET", "/api/jobs/nope"), ("DELETE", "/api/jobs/nope"),
+                         ("GET", "/api/jobs/nope/files/A.png"), ("GET", "/api/jobs/" + "A" * 24)]:
         response = client.request(method, path)
         assert response.status_code == 404 and "no such job" in response.json()["detail"], path
     ids = {post(client, *inputs).json()["id"] for _ in range(3)}
@@ -279,7 +305,8 @@ def test_full_queue_answers_503_with_retry_after(make_server, inputs):
     assert client.get(f"/api/jobs/{second}").json()["queue_position"] == 1
     response = post(client, *inputs)
     assert response.status_code == 503
-    assert int(response.headers["retry-after"]) >= 1 and "queue is full" in response.json()["detail"]
+    assert (int(response.headers["retry-after"]) >= 1
+            and "queue is full" in response.json()["detail"])
     assert job_folders(queue.data) == sorted([first, second])
     assert client.delete(f"/api/jobs/{first}").status_code == 204  # a place frees
     assert client.get(f"/api/jobs/{second}").json()["queue_position"] == 0
@@ -299,11 +326,13 @@ def test_cancelling_a_running_job_stops_it_and_leaves_no_file(make_server, input
     caplog.set_level(logging.INFO, logger="analogy.web")
     client, queue = make_server()
     job_id = post(client, *inputs, size=96).json()["id"]
-    wait_for(lambda: client.get(f"/api/jobs/{job_id}").json()["progress"]["step"] >= 2, what="the job's second step")
+    wait_for(lambda: client.get(f"/api/jobs/{job_id}").json()["progress"]["step"] >= 2,
+             what="the job's second step")
     assert client.delete(f"/api/jobs/{job_id}").status_code == 204
     assert client.get(f"/api/jobs/{job_id}").status_code == 404
     wait_for(lambda: not (queue.data / job_id).exists(), what="the cancelled job's folder to go")
-    stopped = wait_for(lambda: [r.getMessage() for r in caplog.records if "cancelled at step" in r.getMessage()],
+    stopped = wait_for(lambda: [r.getMessage() for r in caplog.records
+                                if "cancelled at step" in r.getMessage()],
                        what="the worker to stop")
     step, steps = map(int, re.search(r"step (\d+) of (\d+)", stopped[0]).groups())
     assert step < steps, stopped  # stopped at a step boundary, before the end
@@ -325,33 +354,39 @@ def test_warnings_and_odd_images_are_taken(make_server, skyline, starry):
     frames = io.BytesIO()
     images = [Image.fromarray(skyline[i * 10: i * 10 + 64, :80]) for i in range(3)]
     images[0].save(frames, format="GIF", save_all=True, append_images=images[1:])
-    job = post(client, frames.getvalue(), _png_bytes(starry[:64, :80]), names=("frames.gif", "b.png")).json()
+    job = post(client, frames.getvalue(), _png_bytes(starry[:64, :80]),
+               names=("frames.gif", "b.png")).json()
     assert [job["inputs"]["a"][k] for k in ("name", "width", "height")] == ["frames.gif", 80, 64]
     assert any("3 frames" in w and "first" in w for w in job["warnings"]), job["warnings"]
-    for mode, fmt in [("RGBA", "PNG"), ("I;16", "PNG"), ("CMYK", "JPEG"), ("P+transparency", "PNG")]:
+    for mode, fmt in [("RGBA", "PNG"), ("I;16", "PNG"), ("CMYK", "JPEG"),
+                      ("P+transparency", "PNG")]:
         buffer = io.BytesIO()
         _image(mode, skyline[:70, :90]).save(buffer, format=fmt)
         response = post(client, buffer.getvalue(), _png_bytes(starry[:64, :80]))
         assert response.status_code == 202, (mode, response.text)
-        assert (response.json()["inputs"]["a"]["width"], response.json()["inputs"]["a"]["height"]) == (90, 70)
+        assert (response.json()["inputs"]["a"]["width"],
+                response.json()["inputs"]["a"]["height"]) == (90, 70)
 
 
 def test_form_and_openapi_follow_the_command_line(make_server):
     client, _ = make_server(started=False)
     form = client.get("/api/form").json()
     fields = {f["name"]: f for f in form["fields"]}
-    assert list(fields) == ["size", "ratio", "blend_level", "iterations", "deconv_iterations", "preview", "seed",
-                            "photo"]
+    assert list(fields) == ["size", "ratio", "blend_level", "iterations", "deconv_iterations",
+                            "preview", "seed", "photo"]
     assert fields["blend_level"]["choices"] == ["1", "2", "3"] and fields["photo"]["kind"] == "flag"
     assert fields["ratio"]["default"] == AnalogyConfig().ratio and fields["size"]["default"] is None
     for example in form["examples"]:
         for key in ("a", "bprime"):
             served = client.get(example[key])
             assert served.status_code == 200
-            assert served.content == (REPO_EXAMPLES / Path(example[key]).name).read_bytes()  # the package's copy
+            # the package's copy
+            assert served.content == (REPO_EXAMPLES / Path(example[key]).name).read_bytes()
     schema = client.get("/openapi.json").json()
-    body = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert body["required"] == ["a", "bprime"] and body["properties"]["blend_level"]["enum"] == ["1", "2", "3"]
+    body = (schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
+            ["schema"])
+    assert (body["required"] == ["a", "bprime"]
+            and body["properties"]["blend_level"]["enum"] == ["1", "2", "3"])
     assert {"get", "delete"} <= set(schema["paths"]["/api/jobs/{job_id}"])
     assert "/api/jobs/{job_id}/files/{name}" in schema["paths"]
 
@@ -373,7 +408,8 @@ def test_missing_web_extra_is_one_line(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn"
+                        else real(name, *a))
     res = CliRunner().invoke(cli.main, ["serve"])
     assert_one_line_error(res, "uvicorn missing", "pip install 'analogy[web]'")
 
@@ -381,7 +417,8 @@ def test_missing_web_extra_is_one_line(monkeypatch):
 def start_server(data: Path, *args: str) -> tuple:
     """`analogy serve` in its own process on a free port; (process, base URL) once it says where."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", "0", "--data", str(data), *args],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", "0",
+                             "--data", str(data), *args],
                             cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
     found = re.search(r"open (http://\S+) in a browser", line)
@@ -404,13 +441,16 @@ def test_serve_stops_cleanly_on_sigterm_and_ctrl_c(tmp_path, inputs, sig, status
     try:
         assert not stale.exists() and (data / "keep.txt").read_text() == "mine"
         with httpx2.Client(base_url=url, timeout=300) as client:
-            job_id = client.post("/api/jobs", files={"a": ("a.png", inputs[0]), "bprime": ("b.png", inputs[1])},
+            job_id = client.post("/api/jobs",
+                                 files={"a": ("a.png", inputs[0]), "bprime": ("b.png", inputs[1])},
                                  data={"size": "96"}).json()["id"]
-            wait_for(lambda: client.get(f"/api/jobs/{job_id}").json()["state"] == "running", what="the job to run")
+            wait_for(lambda: client.get(f"/api/jobs/{job_id}").json()["state"] == "running",
+                     what="the job to run")
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=600)  # the running job stops at its next step first
     finally:
         proc.kill()
     assert proc.returncode == status, err
     assert "analogy serve: stopped" in err and "Traceback" not in err, err
-    assert sorted(p.name for p in data.iterdir()) == ["keep.txt"]  # the job's folder and the lock are gone
+    # the job's folder and the lock are gone
+    assert sorted(p.name for p in data.iterdir()) == ["keep.txt"]

@@ -27,11 +27,10 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import MANIFEST, PAIRS as BENCH_PAIRS, ManifestPair, load_pair, read_manifest  # noqa: E402
-
 import analogy  # noqa: E402
 from analogy.metrics import quality_scores  # noqa: E402
 from analogy.nnf import gridness  # noqa: E402
+from bench import MANIFEST, PAIRS as BENCH_PAIRS, ManifestPair, load_pair, read_manifest  # noqa: E402
 
 PAIRS: Dict[str, tuple] = {
     **BENCH_PAIRS,  # painting, face, sketch

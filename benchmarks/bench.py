@@ -4,6 +4,7 @@
   python benchmarks/bench.py --pair face --sizes 224 --json bench.json
   python benchmarks/bench.py --pair painting face sketch --sizes 224 --skip-quality --skip-identity
   python benchmarks/bench.py --pair my_a.png my_b.png --device cuda
+  python benchmarks/bench.py --sizes 224 --set deconv_iterations=25   # a lever, measured
   python benchmarks/bench.py --batch --sizes 224    # local worker processes against Ray workers
   python benchmarks/bench.py --manifest --sizes 224 --skip-quality --skip-identity
                                                     # the 13 development pairs
@@ -32,6 +33,7 @@ Printed and written to JSON per size:
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
 import json
 import math
@@ -276,9 +278,29 @@ def kernel_throughput(recorder: SearchRecorder, iterations: int = 10,
     }
 
 
-def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.device) -> Dict:
+def parse_set(items: Optional[List[str]]) -> Dict[str, object]:
+    """`--set FIELD=VALUE …` as AnalogyConfig fields, each value a Python literal where it is one
+    (`deconv_iterations=25`, `iterations=(10, 10, 10, 5, 5)`), else the string."""
+    options = {}
+    for item in items or []:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return options
+
+
+def make_config(args, size: int, device: torch.device) -> analogy.AnalogyConfig:
+    """The configuration a run at working size `size` measures: the defaults (or --preview's),
+    then --set's fields."""
     config = analogy.AnalogyConfig(size=size, seed=args.seed, weights=args.weights,
                                    device=str(device))
+    return (config.as_preview() if args.preview else config).replace(**parse_set(args.set))
+
+
+def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.device) -> Dict:
+    config = make_config(args, size, device)
     ia, ib = resize_input(a, size, args.keep_aspect), resize_input(b, size, args.keep_aspect)
     recorder = SearchRecorder()
     if device.type == "cuda":
@@ -435,6 +457,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--skip-quality", action="store_true",
                         help="no NNF quality (against exact NNFs) and no kernel throughput")
     parser.add_argument("--skip-identity", action="store_true", help="no identity-PSNR run")
+    parser.add_argument("--preview", action="store_true",
+                        help="the --preview setting (before --set)")
+    parser.add_argument("--set", nargs="*", metavar="FIELD=VALUE",
+                        help="AnalogyConfig fields, e.g. deconv_iterations=25")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--batch", action="store_true",
                         help="instead: a 6-pair batch with 2 local worker processes and with 2 Ray "
@@ -459,13 +485,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     threads = torch.get_num_threads()
     print(f"analogy {analogy.__version__}, torch {torch.__version__}, device {device}, "
           f"{os.cpu_count()} CPUs, torch threads {threads}")
+    settings = " ".join((["--preview"] if args.preview else []) + (args.set or [])) or "defaults"
+    print(f"settings: {settings}")
     conv = None
     reports = []
     for names in pairs:
         a, b = load_pair(*names)
         print(f"\n#### pair {names[0]} → {names[1]}")
-        warm = analogy.AnalogyConfig(size=min(args.sizes), seed=args.seed, weights=args.weights,
-                                     device=str(device))
+        warm = make_config(args, min(args.sizes), device)
         run_analogy(resize_input(a, min(args.sizes), args.keep_aspect),
                     resize_input(b, min(args.sizes), args.keep_aspect), warm, vgg)
         if conv is None:
@@ -489,6 +516,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         reports.append({"pair": names, "runs": rows})
     if args.json:
         report = {"device": str(device), "cpus": os.cpu_count(), "torch_threads": threads,
+                  "settings": settings,
                   "torch": torch.__version__, "conv_gflops": conv, "pairs": reports}
         args.json.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")

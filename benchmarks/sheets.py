@@ -14,7 +14,6 @@ both NNFs. `--json` keeps the figures; `--compare` prints them against an earlie
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import time
@@ -30,7 +29,14 @@ sys.path.insert(0, str(ROOT))
 import analogy  # noqa: E402
 from analogy.metrics import quality_scores  # noqa: E402
 from analogy.nnf import gridness  # noqa: E402
-from bench import MANIFEST, PAIRS as BENCH_PAIRS, ManifestPair, load_pair, read_manifest  # noqa: E402
+from bench import (  # noqa: E402
+    MANIFEST,
+    PAIRS as BENCH_PAIRS,
+    ManifestPair,
+    load_pair,
+    parse_set,
+    read_manifest,
+)
 
 PAIRS: Dict[str, tuple] = {
     **BENCH_PAIRS,  # painting, face, sketch
@@ -60,17 +66,6 @@ def sheet(images: List[np.ndarray], labels: List[str], height: int = 256) -> Ima
         out.paste(tile, (x, 0))
         x += tile.width + 4
     return out
-
-
-def parse_set(items: Optional[List[str]]) -> Dict[str, object]:
-    options = {}
-    for item in items or []:
-        key, _, value = item.partition("=")
-        try:
-            options[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key] = value
-    return options
 
 
 SCORES = ("style_a_prime", "style_b", "structure_a_prime", "structure_b")

@@ -291,12 +291,17 @@ def parse_set(items: Optional[List[str]]) -> Dict[str, object]:
     return options
 
 
+def settle(config: analogy.AnalogyConfig, preview: bool,
+           options: Dict[str, object]) -> analogy.AnalogyConfig:
+    """`config` as --preview (when given) and then --set's `options` change it."""
+    return (config.as_preview() if preview else config).replace(**options)
+
+
 def make_config(args, size: int, device: torch.device) -> analogy.AnalogyConfig:
-    """The configuration a run at working size `size` measures: the defaults (or --preview's),
-    then --set's fields."""
+    """The configuration a run at working size `size` measures."""
     config = analogy.AnalogyConfig(size=size, seed=args.seed, weights=args.weights,
                                    device=str(device))
-    return (config.as_preview() if args.preview else config).replace(**parse_set(args.set))
+    return settle(config, args.preview, parse_set(args.set))
 
 
 def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.device) -> Dict:

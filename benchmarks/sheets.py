@@ -36,6 +36,7 @@ from bench import (  # noqa: E402
     load_pair,
     parse_set,
     read_manifest,
+    settle,
 )
 
 PAIRS: Dict[str, tuple] = {
@@ -111,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     else:
         pairs = [p for p in read_manifest(args.manifest) if not args.pairs or p.name in args.pairs]
     config = analogy.AnalogyConfig()
-    runner = analogy.Analogy((config.as_preview() if args.preview else config).replace(**options))
+    runner = analogy.Analogy(settle(config, args.preview, options))
     print(f"{'pair':24s} {'working A':>9s} {'working B′':>9s} {'time':>6s}  style A′  style B"
           "  struct A′ struct B  gridness a→b b→a")
     figures: Dict[str, dict] = {}

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
+from .image_io import shown
 
 # Convolution widths up to conv5_1, "M" for 2×2 max-pooling, as in torchvision's VGG19 ("E").
 _LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512]
@@ -147,7 +148,8 @@ def _load_state(weights: str) -> Tuple[Dict[str, torch.Tensor], str]:
         return _load_torchvision_state(), "torchvision"
     path = Path(os.path.expanduser(weights))
     if not path.is_file():
-        raise WeightsError(f"--weights {weights}: not 'caffe', 'torchvision' or an existing file")
+        raise WeightsError(f"--weights {shown(weights)}: not 'caffe', 'torchvision' or an "
+                           "existing file")
     try:
         with warnings.catch_warnings():  # torch's own advice is not for our users
             warnings.simplefilter("ignore")
@@ -156,14 +158,14 @@ def _load_state(weights: str) -> Tuple[Dict[str, torch.Tensor], str]:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         # torch found Python objects in the pickle
         if "weights_only" in reason or "Weights only" in reason:
-            raise WeightsError(f"{path}: refused: it holds Python objects other than tensors, "
-                               "which could run code when loaded; save only the weights: "
+            raise WeightsError(f"{shown(path)}: refused: it holds Python objects other than "
+                               "tensors, which could run code when loaded; save only the weights: "
                                "torch.save(model.state_dict(), path)"
                                ) from None
-        raise WeightsError(f"{path}: not a torch state dict ({reason})") from None
+        raise WeightsError(f"{shown(path)}: not a torch state dict ({reason})") from None
     if not isinstance(state, dict):
-        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict of VGG19 "
-                           "weights")
+        raise WeightsError(f"{shown(path)}: holds a {type(state).__name__}, not a state dict of "
+                           "VGG19 weights")
     if "block1_conv1_W_q" in state:
         return _state_from_quantized(state), "caffe"
     if "state_dict" in state:

@@ -319,6 +319,16 @@ def test_10_weights_file_holding_a_tensor(tmp_path, images):
     assert no_outputs(tmp_path / "out")
 
 
+def test_10_weights_file_whose_name_holds_a_newline(tmp_path, images):
+    path = tmp_path / "two\nlines.pt"
+    torch.save(torch.zeros(3), path)
+    res = _invoke(images / "a.png", images / "b.png", "-o", tmp_path / "out", *SIZE,
+                  "--weights", path)
+    # quoted as the shell would take it back, so that the message stays one line
+    assert_one_line_error(res, "$'", "two\\nlines.pt", "state dict")
+    assert no_outputs(tmp_path / "out")
+
+
 def test_10_nul_byte_in_a_manifest_row(tmp_path, images):
     manifest = images / "pairs.csv"
     manifest.write_bytes(b"A,B',output\na.png\0,b.png,x\n")

@@ -191,6 +191,15 @@ def _not_writable(folder: Path) -> str:
     return os.strerror(errno.EROFS if read_only else errno.EACCES)
 
 
+def _make_folder(folder: Path, parents: bool = False) -> None:
+    """mkdir, or an OutputError that says why not and what to do."""
+    try:
+        folder.mkdir(parents=parents, exist_ok=parents)
+    except OSError as exc:
+        raise OutputError(f"{shown(folder)}: cannot create it ({exc.strerror or exc}); "
+                          "choose another output folder") from None
+
+
 def check_output_folder(folder: Union[str, os.PathLike], create: bool = False,
                         probe: bool = False) -> Path:
     """Check that `folder` is, or can be made, a folder this process writes in (OutputError with
@@ -208,18 +217,10 @@ def check_output_folder(folder: Union[str, os.PathLike], create: bool = False,
         raise OutputError(f"{shown(existing)}: cannot write there ({_not_writable(existing)}); "
                           f"choose another output folder")
     if create:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{shown(folder)}: cannot create it ({exc.strerror or exc}); "
-                              f"choose another output folder") from None
+        _make_folder(folder, parents=True)
     elif probe and not folder.exists():
         first = next(p for p in (folder, *folder.parents) if p.parent == existing)
-        try:
-            first.mkdir()
-        except OSError as exc:
-            raise OutputError(f"{shown(first)}: cannot create it ({exc.strerror or exc}); "
-                              f"choose another output folder") from None
+        _make_folder(first)
         with contextlib.suppress(OSError):  # (unless another run has begun to use it)
             first.rmdir()
     return folder

@@ -8,8 +8,9 @@ Pairs come from a manifest (`--manifest`, by default ../shared/images/pairs.csv:
 output, and optionally kind and blend_level, the level the original recommends for the pair, which
 is used unless --set gives one) or by name (`--pairs`). For each pair it writes OUT/<pair>.png and
 prints the time, the quality scores (analogy.metrics: style = CX(A′, B′) and CX(B, A), higher is
-better; structure of A′ against A and of B against B′, lower keeps more layout) and the gridness of
-both NNFs. `--json` keeps the figures; `--compare` prints them against an earlier run's JSON.
+better; structure of A′ against A and of B against B′, lower keeps more layout), the gridness of
+both NNFs and the process's peak RSS while the pair ran. `--json` keeps the figures; `--compare`
+prints them against an earlier run's JSON.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from bench import (  # noqa: E402
     MANIFEST,
     PAIRS as BENCH_PAIRS,
     ManifestPair,
+    PeakRSS,
     load_pair,
     parse_set,
     read_manifest,
@@ -114,14 +116,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     config = analogy.AnalogyConfig()
     runner = analogy.Analogy(settle(config, args.preview, options))
     print(f"{'pair':24s} {'working A':>9s} {'working B′':>9s} {'time':>6s}  style A′  style B"
-          "  struct A′ struct B  gridness a→b b→a")
+          "  struct A′ struct B  gridness a→b b→a  peak RSS")
     figures: Dict[str, dict] = {}
     for pair in pairs:
         a, b = load_pair(pair.a, pair.b_prime)
         level = ({} if pair.blend_level is None or "blend_level" in options
                  else {"blend_level": pair.blend_level})
         t0 = time.perf_counter()
-        result = runner(a, b, **level)
+        with PeakRSS() as rss:
+            result = runner(a, b, **level)
         elapsed = time.perf_counter() - t0
         scores = quality_scores(result.a_prime, result.b, a, b)
         g_ab, _ = gridness(result.working_nnf_ab)
@@ -129,9 +132,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         (ha, wa), (hb, wb) = result.working_size_a, result.working_size_b
         print(f"{pair.name:24s} {f'{wa}×{ha}':>9s} {f'{wb}×{hb}':>9s} {elapsed:5.1f}s  "
               f"{scores.style_a_prime:8.3f} {scores.style_b:8.3f} {scores.structure_a_prime:9.3f} "
-              f"{scores.structure_b:8.3f}  {g_ab:12.2f} {g_ba:4.2f}", flush=True)
+              f"{scores.structure_b:8.3f}  {g_ab:12.2f} {g_ba:4.2f}  {rss.peak / 2**30:5.2f} GB",
+              flush=True)
         figures[pair.name] = {"kind": pair.kind, "seconds": elapsed, "gridness_ab": g_ab,
-                              "gridness_ba": g_ba, "timings": result.timings, **scores.as_dict()}
+                              "gridness_ba": g_ba, "peak_rss_mb": rss.peak / 2**20,
+                              "timings": result.timings, **scores.as_dict()}
         sheet([a, b, result.a_prime, result.b],
               ["A", "B'", "A'", "B"]).save(args.out / f"{pair.name}.png")
     means = {k: float(np.mean([f[k] for f in figures.values()])) for k in SCORES + ("seconds",)}

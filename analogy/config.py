@@ -10,7 +10,7 @@ import math
 import numbers
 import re
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 from .errors import ConfigError
 
@@ -46,6 +46,7 @@ class Level:
     patch_size: int  # side of the PatchMatch patches
     radius: Optional[int]  # starting radius of the random search (None: the whole map)
     iterations: int  # PatchMatch iterations
+    deconv_iterations: int  # most L-BFGS iterations deconvolving to the level below (0 at relu1_1)
     alpha: Optional[float]  # α of the fusion that makes this level's features (None at relu5_1)
     seed: int  # seed of the A→B′ search (B′→A uses seed + 1)
 
@@ -106,6 +107,8 @@ class AnalogyConfig:
             forward and backward pass of the sub-network, and the deconvolution is most of the
             run. The original runs 100; from the voted start, 50 give the same quality scores
             on the development pairs in half the time (README, Performance), so 50 is ours.
+            A tuple gives one count per deconvolution (relu5_1 → relu4_1 first, four in all);
+            the two coarsest cost about three quarters of the work.
         deconv_layers_down: 2 optimises relu(L-2)_1 (or the image) and passes it through the
             sub-network to relu(L-1)_1, as the original does; 1 optimises relu(L-1)_1 itself, a
             third cheaper per iteration but further from the original's results.
@@ -156,7 +159,7 @@ class AnalogyConfig:
     kappa: float = 300.0
     tau: float = 0.05
 
-    deconv_iterations: int = 50
+    deconv_iterations: Union[int, Tuple[int, ...]] = 50
     deconv_layers_down: int = 2
     deconv_start: str = "voted"
     deconv_history: int = 4
@@ -211,8 +214,13 @@ class AnalogyConfig:
                "a whole number ≥ 1", self.band_height)
         _check(_is_number(self.kappa) and self.kappa > 0, "kappa", "a number > 0", self.kappa)
         _check(_is_number(self.tau) and 0 <= self.tau < 1, "tau", "a number in [0, 1)", self.tau)
-        _check(_is_int(self.deconv_iterations) and self.deconv_iterations >= 0, "deconv_iterations",
-               "a whole number ≥ 0", self.deconv_iterations)
+        if isinstance(self.deconv_iterations, list):
+            object.__setattr__(self, "deconv_iterations", tuple(self.deconv_iterations))
+        counts = (self.deconv_iterations if isinstance(self.deconv_iterations, tuple)
+                  else (self.deconv_iterations,) * (len(LEVEL_NAMES) - 1))
+        _check(len(counts) == len(LEVEL_NAMES) - 1 and all(_is_int(n) and n >= 0 for n in counts),
+               "deconv_iterations", "a whole number ≥ 0, or one per deconvolution "
+               f"({len(LEVEL_NAMES) - 1}, relu5_1 → relu4_1 first)", self.deconv_iterations)
         _check(self.deconv_layers_down in (1, 2) and _is_int(self.deconv_layers_down),
                "deconv_layers_down", "1 or 2", self.deconv_layers_down)
         _check(_is_int(self.deconv_history) and self.deconv_history >= 1, "deconv_history",
@@ -250,12 +258,22 @@ class AnalogyConfig:
         """A copy with the fast deconvolution meant for previews (see PREVIEW)."""
         return self.replace(**PREVIEW)
 
+    def _deconv_iterations(self, index: int) -> int:
+        """The deconvolution's iteration cap from level `index` to the one below (0 at the
+        finest, which has none)."""
+        if index >= len(LEVEL_NAMES) - 1:
+            return 0
+        if isinstance(self.deconv_iterations, tuple):
+            return self.deconv_iterations[index]
+        return self.deconv_iterations
+
     def levels(self) -> Tuple[Level, ...]:
         """The per-level facts, from relu5_1 (coarsest) to relu1_1."""
         count = len(LEVEL_NAMES)
         return tuple(
             Level(name, count - index, self.patch_sizes[index], self.radii[index],
-                  self.iterations[index], None if index == 0 else self.alphas[index - 1],
+                  self.iterations[index], self._deconv_iterations(index),
+                  None if index == 0 else self.alphas[index - 1],
                   self.seed + 7919 * (count - index))
             for index, name in enumerate(LEVEL_NAMES)
         )

@@ -339,7 +339,7 @@ class _Pyramid:
             start = self.deconv_start(level, nnf, structure, appearance)
             deconvolved, info = deconvolve(
                 self.vgg, level.layer, warped, start, config.deconv_layers_down,
-                config.deconv_iterations, config.deconv_history, config.deconv_tolerance,
+                level.deconv_iterations, config.deconv_history, config.deconv_tolerance,
                 config.deconv_gradient_tolerance, self.bfloat16, self.kernels.dot,
             )
         raise_if_interrupted()

@@ -21,6 +21,8 @@ from analogy import LEVEL_NAMES, AnalogyConfig, ConfigError
     ("band_height", 0, "band_height must be a whole number ≥ 1"),
     ("blend_level", 4, "blend_level must be 1, 2 or 3"),
     ("deconv_iterations", -3, "deconv_iterations must be a whole number ≥ 0"),
+    ("deconv_iterations", (50, 50), "one per deconvolution (4, relu5_1 → relu4_1 first)"),
+    ("deconv_iterations", (50, 50, 50, -1), "deconv_iterations must be a whole number ≥ 0"),
     ("deconv_layers_down", 3, "deconv_layers_down must be 1 or 2"),
     ("deconv_tolerance", -0.1, "deconv_tolerance must be a number ≥ 0"),
     ("deconv_gradient_tolerance", float("inf"), "deconv_gradient_tolerance must be a number ≥ 0"),
@@ -49,6 +51,15 @@ def test_valid_values_are_kept():
     config = AnalogyConfig(device="cuda:1", seed=2**62 - 1, iterations=3, tau=0.0, size=48)
     assert config.device == "cuda:1" and config.seed == 2**62 - 1
     assert config.iterations == (3,) * len(LEVEL_NAMES)
+
+
+def test_deconvolution_iterations_per_level():
+    """One count for every deconvolution, or one each (a list is taken as a tuple); the finest
+    level deconvolves nothing."""
+    assert [level.deconv_iterations for level in AnalogyConfig().levels()] == [50, 50, 50, 50, 0]
+    config = AnalogyConfig(deconv_iterations=[0, 10, 20, 30])
+    assert config.deconv_iterations == (0, 10, 20, 30)
+    assert [level.deconv_iterations for level in config.levels()] == [0, 10, 20, 30, 0]
 
 
 def test_replace_can_clear_a_field_and_refuses_unknown_ones():

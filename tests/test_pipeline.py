@@ -114,6 +114,21 @@ def test_deconvolution_stops_at_the_original_s_gradient_tolerance(vgg, starry):
         assert (info.evaluations == 1) == stops_at_once, (factor, info)
 
 
+def test_deconvolution_iterations_are_capped_per_level(skyline, starry):
+    """A count per deconvolution: with 0 the variable stays at its start (one evaluation, the
+    start's error); with 3 it moves (each iteration one evaluation or more)."""
+    config = AnalogyConfig(size=96, deconv_iterations=(0, 3, 0, 3))
+    result = analogy.Analogy(config)(skyline, starry)
+    for info, cap in zip(result.levels, config.deconv_iterations):
+        for direction in ("ab", "ba"):
+            evaluations = info[f"deconv_{direction}_evaluations"]
+            start, end = info[f"deconv_{direction}_loss"]
+            if cap == 0:
+                assert evaluations == 1 and start == end, info
+            else:
+                assert 1 + cap <= evaluations <= 1 + 4 * cap and end < start, info
+
+
 @pytest.mark.parametrize("level", [5, 2])
 def test_bfloat16_deconvolution_reaches_the_float32_error(vgg, starry, level):
     """With the sub-network in bfloat16 (the default where the CPU has it natively), the result,

@@ -173,10 +173,11 @@ def _options(f: Callable) -> Callable:
         click.option("--iterations", type=int,
                      help="PatchMatch iterations per level [default: 10]."),
         click.option("--deconv-iterations", type=int,
-                     help="Most L-BFGS iterations per deconvolution [default: 50; the "
-                          "original's 100 take twice as long for the same scores]."),
+                     help="Most L-BFGS iterations per deconvolution, at every level [default: "
+                          "10 at the two coarsest, 50 below; the original's 100 at every level "
+                          "take four times as long for the same scores]."),
         click.option("--preview", is_flag=True,
-                     help="Fast preview: a deconvolution about eight times cheaper; where A's "
+                     help="Fast preview: a deconvolution about three times cheaper; where A's "
                           "and B′'s colours differ, more of A's colours stay in A′ "
                           "(and B′'s in B)."),
         click.option("--seed", type=int, help="Seed of the PatchMatch random search [default: 0]."),

@@ -56,7 +56,9 @@ def test_valid_values_are_kept():
 def test_deconvolution_iterations_per_level():
     """One count for every deconvolution, or one each (a list is taken as a tuple); the finest
     level deconvolves nothing."""
-    assert [level.deconv_iterations for level in AnalogyConfig().levels()] == [50, 50, 50, 50, 0]
+    assert [level.deconv_iterations for level in AnalogyConfig().levels()] == [10, 10, 50, 50, 0]
+    assert [level.deconv_iterations for level in AnalogyConfig(deconv_iterations=25).levels()
+            ] == [25, 25, 25, 25, 0]
     config = AnalogyConfig(deconv_iterations=[0, 10, 20, 30])
     assert config.deconv_iterations == (0, 10, 20, 30)
     assert [level.deconv_iterations for level in config.levels()] == [0, 10, 20, 30, 0]
@@ -87,10 +89,11 @@ def test_level_table_follows_the_config():
 
 def test_defaults_are_the_original_s_deconvolution_and_preview_is_the_fast_one():
     """The original's deconvolution (two levels down, its gradient test, the voted start), with
-    50 L-BFGS iterations where it runs 100: the same scores on the development pairs."""
+    10 L-BFGS iterations at the two coarsest levels and 50 below where it runs 100 at every level:
+    the same scores on the development pairs."""
     config = AnalogyConfig()
     assert (config.deconv_layers_down, config.deconv_iterations,
-            config.deconv_gradient_tolerance) == (2, 50, 1e-4)
+            config.deconv_gradient_tolerance) == (2, (10, 10, 50, 50), 1e-4)
     assert config.deconv_start == "voted" and config.deconv_history == 4
     preview = config.replace(seed=3, blend_level=3).as_preview()
     assert (preview.deconv_layers_down, preview.deconv_iterations,

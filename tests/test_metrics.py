@@ -60,7 +60,7 @@ def test_defaults_take_the_appearance_s_look_where_the_preview_keeps_a_s_colours
         astronaut, starry, vgg):
     """The astronaut (white suit, red and blue flag, skin) with The Starry Night (blues and
     yellows), at working size 64: A′ at the defaults (the original's deconvolution: two levels
-    down, up to 50 L-BFGS iterations from B′'s voted features) is made of far more of the
+    down, L-BFGS from B′'s voted features) is made of far more of the
     painting than the preview's (one level down, 10 iterations from A's own features), which
     keeps A's colours (the figures are printed; the README's Quality section gives them)."""
     config = AnalogyConfig(size=64)

@@ -376,6 +376,9 @@ def test_form_and_openapi_follow_the_command_line(make_server):
                             "preview", "seed", "photo"]
     assert fields["blend_level"]["choices"] == ["1", "2", "3"] and fields["photo"]["kind"] == "flag"
     assert fields["ratio"]["default"] == AnalogyConfig().ratio and fields["size"]["default"] is None
+    # per level: one number where the levels agree, else one each (the page shows them)
+    assert fields["iterations"]["default"] == 10
+    assert fields["deconv_iterations"]["default"] == list(AnalogyConfig().deconv_iterations)
     for example in form["examples"]:
         for key in ("a", "bprime"):
             served = client.get(example[key])

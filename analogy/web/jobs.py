@@ -114,13 +114,14 @@ class JobOptions:
 
     def describe(self) -> List[dict]:
         """The fields for the page's form: name, kind (int, float, choice, flag, text), choices,
-        default (the server's configuration without options) and help."""
+        default (the server's configuration without options; a list where it differs by level)
+        and help."""
         base = self.make_config()
         fields = []
         for option in self.fields:
             default = getattr(base, option.name, None)
             if isinstance(default, tuple):  # a per-level value: one number when all levels agree
-                default = default[0] if len(set(default)) == 1 else None
+                default = default[0] if len(set(default)) == 1 else list(default)
             kind = ("flag" if option.is_flag else "choice" if isinstance(option.type, click.Choice)
                     else {"integer": "int", "float": "float"}.get(option.type.name, "text"))
             choices = list(option.type.choices) if kind == "choice" else None

@@ -218,8 +218,7 @@ class AnalogyConfig:
         _check(_is_number(self.tau) and 0 <= self.tau < 1, "tau", "a number in [0, 1)", self.tau)
         if isinstance(self.deconv_iterations, list):
             object.__setattr__(self, "deconv_iterations", tuple(self.deconv_iterations))
-        counts = (self.deconv_iterations if isinstance(self.deconv_iterations, tuple)
-                  else (self.deconv_iterations,) * (len(LEVEL_NAMES) - 1))
+        counts = self._deconv_counts()
         _check(len(counts) == len(LEVEL_NAMES) - 1 and all(_is_int(n) and n >= 0 for n in counts),
                "deconv_iterations", "a whole number ≥ 0, or one per deconvolution "
                f"({len(LEVEL_NAMES) - 1}, relu5_1 → relu4_1 first)", self.deconv_iterations)
@@ -260,21 +259,19 @@ class AnalogyConfig:
         """A copy with the fast deconvolution meant for previews (see PREVIEW)."""
         return self.replace(**PREVIEW)
 
-    def _deconv_iterations(self, index: int) -> int:
-        """The deconvolution's iteration cap from level `index` to the one below (0 at the
-        finest, which has none)."""
-        if index >= len(LEVEL_NAMES) - 1:
-            return 0
+    def _deconv_counts(self) -> Tuple[int, ...]:
+        """deconv_iterations as one count per deconvolution, relu5_1 → relu4_1 first."""
         if isinstance(self.deconv_iterations, tuple):
-            return self.deconv_iterations[index]
-        return self.deconv_iterations
+            return self.deconv_iterations
+        return (self.deconv_iterations,) * (len(LEVEL_NAMES) - 1)
 
     def levels(self) -> Tuple[Level, ...]:
         """The per-level facts, from relu5_1 (coarsest) to relu1_1."""
         count = len(LEVEL_NAMES)
+        deconv = self._deconv_counts() + (0,)  # relu1_1 deconvolves nothing
         return tuple(
             Level(name, count - index, self.patch_sizes[index], self.radii[index],
-                  self.iterations[index], self._deconv_iterations(index),
+                  self.iterations[index], deconv[index],
                   None if index == 0 else self.alphas[index - 1],
                   self.seed + 7919 * (count - index))
             for index, name in enumerate(LEVEL_NAMES)

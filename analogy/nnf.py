@@ -6,7 +6,7 @@ are (the CUDA kernels of `analogy.kernels.cuda` vote on a GPU with the same resu
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -56,12 +56,20 @@ def upsample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape,
     return resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
 
 
-def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
+def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int,
+         tolerance: Optional[float] = None) -> torch.Tensor:
     """Patch voting: out(p) = mean over x ∈ N(p) of source(φ(x) + (p − x)).
 
     `source` is C×H_B×W_B, `nnf` maps a target of size H×W into it; the result is C×H×W.
     As in the original, the mean is over the x inside the target whose φ(x) + (p − x) lies
     inside the source (p itself always contributes).
+
+    With a `tolerance`, a consensus vote: only the votes within that Euclidean distance (over the
+    channels) of p's own patch's vote, source(φ(p)), count. Where overlapping patches come from
+    different places of the source, their mean is a blur of them; the consensus keeps the votes
+    that agree with p's own and still blends the seams where the pieces nearly agree (the mode of
+    the votes rather than their mean, as Wexler et al. 2007 argue). For images with whole-number
+    values (0–255) every sum is exact, so all devices give the same bytes.
     """
     c, hb, wb = source.shape
     h, w = nnf.shape[:2]
@@ -71,6 +79,10 @@ def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tens
     xs = torch.arange(w, device=nnf.device)
     out = torch.zeros((c, h * w), dtype=source.dtype, device=source.device)
     count = torch.zeros((h * w,), dtype=source.dtype, device=source.device)
+    centre = None
+    if tolerance is not None:
+        own = nnf.long()
+        centre = flat.index_select(1, (own[..., 0] * wb + own[..., 1]).reshape(-1))
     for dy in range(-half, half + 1):
         yy = (ys + dy).clamp(0, h - 1)
         for dx in range(-half, half + 1):
@@ -82,8 +94,12 @@ def vote(source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tens
                       & ((xs + dx >= 0) & (xs + dx < w))[None, :])
             inside &= (sy >= 0) & (sy < hb) & (sx >= 0) & (sx < wb)
             index = (sy.clamp(0, hb - 1) * wb + sx.clamp(0, wb - 1)).reshape(-1)
-            weight = inside.reshape(-1).to(source.dtype)
-            out += flat.index_select(1, index) * weight
+            votes = flat.index_select(1, index)
+            keep = inside.reshape(-1)
+            if centre is not None:
+                keep = keep & ((votes - centre).pow(2).sum(dim=0) <= tolerance * tolerance)
+            weight = keep.to(source.dtype)
+            out += votes * weight
             count += weight
     return (out / count).reshape(c, h, w)
 

@@ -48,9 +48,11 @@ class Kernels(Protocol):
     def cost(self, a, b, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
         """The patch cost of every match of `nnf` (the search's cost, without early exit)."""
 
-    def vote(self, source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
-        """Patch voting of a C×H_B×W_B `source` through `nnf` (see `analogy.nnf.vote`); equal bytes
-        on every device."""
+    def vote(self, source: torch.Tensor, nnf: torch.Tensor, patch_size: int,
+             tolerance: Optional[float] = None) -> torch.Tensor:
+        """Patch voting of a C×H_B×W_B `source` through `nnf`, or with a `tolerance` the consensus
+        vote (see `analogy.nnf.vote`); equal bytes on every device (for the consensus vote, of
+        sources with whole-number values such as images)."""
 
     def resample_nnf(self, nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape,
                      new_shape_b: Shape) -> torch.Tensor:

@@ -42,24 +42,10 @@ def _overlap(a, b, half, na, nb):
     return max(max(-half, -a), -b), min(min(half, na - 1 - a), nb - 1 - b)
 
 
-def _at_hwc(f, y, x, k):
-    return f[y, x, k]
-
-
-def _at_chw(f, y, x, k):
-    return f[k, y, x]
-
-
-def _channels_hwc(f):
-    return f.shape[2]
-
-
-def _channels_chw(f):
-    return f.shape[0]
-
-
-#: Per layout of the feature maps: channel k of map f at (y, x), and the number of channels.
-_ACCESS = {"HWC": (_at_hwc, _channels_hwc), "CHW": (_at_chw, _channels_chw)}
+#: The layouts of the feature maps: "HWC", the flat buffer of an (H, W, C) map (the CPU's: a row of
+#: a patch is one run of memory), and "CHW", a (C, H, W) map (the GPU's: the threads of a warp read
+#: neighbouring floats).
+LAYOUTS = ("HWC", "CHW")
 
 
 class DeviceFunctions(NamedTuple):
@@ -73,11 +59,16 @@ class DeviceFunctions(NamedTuple):
 
 def device_functions(jit: Callable, layout: str) -> DeviceFunctions:
     """The shared device functions compiled with `jit`, a decorator that makes an inlined device
-    function of the target, for (H, W, C) feature maps (`layout` "HWC") or (C, H, W) ones ("CHW").
-    The patch cost's channel loop is written here, around the layout's element access, rather
-    than left to a target's dot product: one loop, one rounding, on every target."""
+    function of the target, for feature maps in `layout` (see LAYOUTS). Only the patch cost
+    depends on the layout: on HWC maps it sums the squared differences of each position's run of
+    channels, a loop that vectorises, from flat buffers (whatever the number of channels: the 8
+    of the synthesis's pixel features as the 1024 of two VGG maps); on CHW maps it sums
+    ‖a‖² + ‖b‖² − 2a·b (na, nb are the maps' squared norms) reading each channel's plane. Both
+    stop after the position that takes the mean over the limit; they give the same costs up to
+    float32 rounding."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}")
     mix64, clamp, overlap = jit(_mix64), jit(_clamp), jit(_overlap)
-    at, channels = (jit(f) for f in _ACCESS[layout])
 
     @jit
     def random_in(seed, counter, y, x, sample, ylo, yhi, xlo, xhi):
@@ -91,13 +82,43 @@ def device_functions(jit: Callable, layout: str) -> DeviceFunctions:
         return ylo + ry, xlo + rx
 
     @jit
-    def patch_cost(fa, na, fb, nb, ay, ax, by, bx, half, limit):
-        """Cost of matching A's patch at (ay, ax) to B's at (by, bx): the mean of
-        ‖a‖² + ‖b‖² − 2a·b = ‖a − b‖² over the patch offsets inside both maps (na, nb are the
-        maps' (H, W) squared norms). Stops early once the mean must exceed `limit`."""
+    def hwc_cost(fa, na, fb, nb, ay, ax, by, bx, half, limit):
+        """Cost of matching A's patch at (ay, ax) to B's at (by, bx): the mean of ‖a − b‖² over
+        the patch offsets inside both maps, `fa` and `fb` being the flat buffers of (H, W, C)
+        maps whose (H, W) are those of `na` and `nb` (a position's channels are one run of
+        memory). Stops early once the mean must exceed `limit`."""
         ha, wa = na.shape
         hb, wb = nb.shape
-        c = channels(fa)
+        c = fa.shape[0] // (ha * wa)
+        y0, y1 = overlap(ay, by, half, ha, hb)
+        x0, x1 = overlap(ax, bx, half, wa, wb)
+        count = np.float32((y1 - y0 + 1) * (x1 - x0 + 1))
+        bound = limit * count
+        total = np.float32(0.0)
+        for dy in range(y0, y1 + 1):
+            start_a = ((ay + dy) * wa + ax) * c
+            start_b = ((by + dy) * wb + bx) * c
+            for dx in range(x0, x1 + 1):
+                # unsigned: no wrap-around test per element, so that the loop vectorises
+                at_a = np.uint64(start_a + dx * c)
+                at_b = np.uint64(start_b + dx * c)
+                squares = np.float32(0.0)
+                for k in range(np.uint64(c)):
+                    d = fa[at_a + k] - fb[at_b + k]
+                    squares += d * d
+                total += squares
+                if total > bound:
+                    return total / count
+        return total / count
+
+    @jit
+    def chw_cost(fa, na, fb, nb, ay, ax, by, bx, half, limit):
+        """Cost of matching A's patch at (ay, ax) to B's at (by, bx) on (C, H, W) maps: the mean
+        of ‖a‖² + ‖b‖² − 2a·b = ‖a − b‖² over the patch offsets inside both maps. Stops early
+        once the mean must exceed `limit`."""
+        ha, wa = na.shape
+        hb, wb = nb.shape
+        c = fa.shape[0]
         y0, y1 = overlap(ay, by, half, ha, hb)
         x0, x1 = overlap(ax, bx, half, wa, wb)
         count = np.float32((y1 - y0 + 1) * (x1 - x0 + 1))
@@ -111,11 +132,13 @@ def device_functions(jit: Callable, layout: str) -> DeviceFunctions:
                 xb = bx + dx
                 dot = np.float32(0.0)
                 for k in range(c):
-                    dot += at(fa, ya, xa, k) * at(fb, yb, xb, k)
+                    dot += fa[k, ya, xa] * fb[k, yb, xb]
                 total += na[ya, xa] + nb[yb, xb] - np.float32(2.0) * dot
                 if total > bound:
                     return total / count
         return total / count
+
+    patch_cost = hwc_cost if layout == "HWC" else chw_cost
 
     @jit
     def try_candidate(fa, na, fb, nb, y, x, cy, cx, half, by, bx, best):
@@ -165,10 +188,12 @@ def device_functions(jit: Callable, layout: str) -> DeviceFunctions:
 
 
 def host_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` means the host ran out of memory: Python's MemoryError, torch's
-    OutOfMemoryError, or the RuntimeError of torch's CPU allocator ("can't allocate memory")."""
+    """Whether `exc` means the host ran out of memory: Python's MemoryError (NumPy's and Numba's
+    too), torch's OutOfMemoryError, or the RuntimeError of torch's CPU allocator ("can't allocate
+    memory") or of SciPy's SuperLU ("SUPERLU_MALLOC fails")."""
     import torch
 
     if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        text in str(exc) for text in ("can't allocate memory", "SUPERLU_MALLOC fails"))

@@ -1,7 +1,8 @@
-"""The CPU kernels: PatchMatch as parallel Numba loops; voting and NNF resampling in plain torch.
+"""The CPU kernels: PatchMatch and voting as parallel Numba loops; NNF resampling in plain torch.
 
-Layout: features are (H, W, C) float32, C-contiguous, so the inner loop over channels is a
-contiguous dot product that vectorises.
+Layout: features are (H, W, C) float32, C-contiguous, handed to the kernels as their flat buffer,
+so that each row of a patch is one run of memory whose squared differences are summed in one loop,
+which vectorises (see `common.device_functions`).
 
 Determinism: rows are grouped into fixed bands; even bands are searched in parallel, then odd
 ones. Within a band PatchMatch runs in scan order, as in the serial algorithm (propagation from
@@ -99,6 +100,50 @@ def cost_arrays(fa, na, fb, nb, nnf, half):
     return out
 
 
+@njit(parallel=True, cache=True)
+def vote_arrays(source, nnf, half, tolerance2, out):
+    """Patch voting into `out` (C×H×W) of `source` (C×H_B×W_B) through `nnf` (H×W×2): the mean
+    of source[c, φ(p + d) − d] over the offsets d with p + d inside the target and φ(p + d) − d
+    inside the source; with `tolerance2` ≥ 0, only over the votes whose squared distance to
+    source[:, φ(p)] is at most that (the consensus vote of `analogy.nnf.vote`). Summed in
+    `analogy.nnf.vote`'s order (dy, then dx) and without fast-math, so that the bytes are torch's.
+    One pass, nothing allocated per tap."""
+    channels, hb, wb = source.shape
+    _, h, w = out.shape
+    taps = (2 * half + 1) * (2 * half + 1)
+    for y in prange(h):
+        ys = np.empty(taps, dtype=np.int64)
+        xs = np.empty(taps, dtype=np.int64)
+        for x in range(w):
+            cy = np.int64(nnf[y, x, 0])
+            cx = np.int64(nnf[y, x, 1])
+            n = 0
+            for dy in range(-half, half + 1):
+                yy = y + dy
+                for dx in range(-half, half + 1):
+                    xx = x + dx
+                    if 0 <= yy < h and 0 <= xx < w:
+                        sy = np.int64(nnf[yy, xx, 0]) - dy
+                        sx = np.int64(nnf[yy, xx, 1]) - dx
+                        if 0 <= sy < hb and 0 <= sx < wb:
+                            if tolerance2 >= 0:
+                                d2 = np.float32(0.0)
+                                for c in range(channels):
+                                    diff = source[c, sy, sx] - source[c, cy, cx]
+                                    d2 += diff * diff
+                                if not d2 <= tolerance2:
+                                    continue
+                            ys[n] = sy
+                            xs[n] = sx
+                            n += 1
+            count = np.float32(n)
+            for c in range(channels):
+                acc = np.float32(0.0)
+                for t in range(n):
+                    acc += source[c, ys[t], xs[t]]
+                out[c, y, x] = acc / count
+
+
 @functools.lru_cache(maxsize=None)
 def native_bfloat16() -> bool:
     """Whether this CPU has bfloat16 arithmetic (AVX512-BF16 or AMX), which oneDNN's bfloat16
@@ -120,6 +165,11 @@ def _row_dots(a, b, out):
         for j in range(a.shape[1]):
             total += a[i, j] * b[i, j]
         out[i] = total
+
+
+def _flat(side) -> np.ndarray:
+    """A SearchFeatures side's (H, W, C) features as the kernels take them: their flat buffer."""
+    return side.features.contiguous().numpy().reshape(-1)
 
 
 class CpuKernels:
@@ -145,7 +195,7 @@ class CpuKernels:
         if evaluations is None:
             evaluations = torch.zeros(a.shape[0], dtype=torch.int64)
         search_arrays(
-            a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(),
+            _flat(a), a.sq_norms.numpy(), _flat(b), b.sq_norms.numpy(),
             nnf.numpy(), cost.numpy(), patch_size // 2, int(iterations), int(radius), int(samples),
             int(seed), self.band_height, evaluations.numpy(),
         )
@@ -153,12 +203,21 @@ class CpuKernels:
 
     def cost(self, a, b, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
         return torch.from_numpy(cost_arrays(
-            a.features.numpy(), a.sq_norms.numpy(), b.features.numpy(), b.sq_norms.numpy(),
+            _flat(a), a.sq_norms.numpy(), _flat(b), b.sq_norms.numpy(),
             nnf.to(torch.int32).contiguous().numpy(), patch_size // 2,
         ))
 
-    def vote(self, source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
-        return torch_nnf.vote(source, nnf, patch_size)
+    def vote(self, source: torch.Tensor, nnf: torch.Tensor, patch_size: int,
+             tolerance: Optional[float] = None) -> torch.Tensor:
+        if source.dtype != torch.float32:
+            return torch_nnf.vote(source, nnf, patch_size, tolerance)
+        source = source.contiguous()
+        nnf = nnf.to(torch.int32).contiguous()
+        out = torch.empty((source.shape[0],) + tuple(nnf.shape[:2]), dtype=torch.float32)
+        tolerance2 = -1.0 if tolerance is None else float(tolerance) ** 2
+        vote_arrays(source.numpy(), nnf.numpy(), patch_size // 2, np.float32(tolerance2),
+                    out.numpy())
+        return out
 
     def resample_nnf(self, nnf: torch.Tensor, shape_b, new_shape_a, new_shape_b) -> torch.Tensor:
         return torch_nnf.resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)

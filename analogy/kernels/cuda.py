@@ -131,6 +131,43 @@ def _vote_kernel(source, nnf, half, out):
                 out[c, y, x] = acc / count
 
 
+@cuda.jit(cache=True)
+def _consensus_vote_kernel(source, nnf, half, tolerance2, out):
+    """The consensus vote of `analogy.nnf.vote`: as `_vote_kernel`, but only over the votes whose
+    squared distance over the channels to source[:, φ(p)] is at most `tolerance2`, one thread per
+    position for all channels. With whole-number sources every sum is exact, so the bytes are the
+    CPU's."""
+    x0, y0 = cuda.grid(2)
+    sx, sy = cuda.gridsize(2)
+    channels, h, w = out.shape
+    _, hb, wb = source.shape
+    for y in range(y0, h, sy):
+        for x in range(x0, w, sx):
+            cy = np.int64(nnf[y, x, 0])
+            cx = np.int64(nnf[y, x, 1])
+            for c in range(channels):
+                out[c, y, x] = np.float32(0.0)
+            count = np.float32(0.0)
+            for dy in range(-half, half + 1):
+                yy = y + dy
+                for dx in range(-half, half + 1):
+                    xx = x + dx
+                    if 0 <= yy < h and 0 <= xx < w:
+                        sy_ = np.int64(nnf[yy, xx, 0]) - dy
+                        sx_ = np.int64(nnf[yy, xx, 1]) - dx
+                        if 0 <= sy_ < hb and 0 <= sx_ < wb:
+                            d2 = np.float32(0.0)
+                            for c in range(channels):
+                                diff = source[c, sy_, sx_] - source[c, cy, cx]
+                                d2 += diff * diff
+                            if d2 <= tolerance2:
+                                for c in range(channels):
+                                    out[c, y, x] += source[c, sy_, sx_]
+                                count += np.float32(1.0)
+            for c in range(channels):
+                out[c, y, x] = out[c, y, x] / count
+
+
 # --------------------------------------------------------------------------- launching
 
 
@@ -237,17 +274,24 @@ class CudaKernels:
             )
         return out
 
-    def vote(self, source: torch.Tensor, nnf: torch.Tensor, patch_size: int) -> torch.Tensor:
+    def vote(self, source: torch.Tensor, nnf: torch.Tensor, patch_size: int,
+             tolerance: Optional[float] = None) -> torch.Tensor:
         if source.dtype != torch.float32:
-            return torch_nnf.vote(source, nnf.to(source.device), patch_size)
+            return torch_nnf.vote(source, nnf.to(source.device), patch_size, tolerance)
         source = source.contiguous()
         nnf = nnf.to(device=source.device, dtype=torch.int32).contiguous()
         h, w = nnf.shape[:2]
         out = torch.empty((source.shape[0], h, w), dtype=torch.float32, device=source.device)
-        grid, block = self._launch((h, w, source.shape[0]))
         with _stream(source.device) as stream:
-            _vote_kernel[grid, block, stream](_array(source), _array(nnf), patch_size // 2,
-                                              _array(out))
+            if tolerance is None:
+                grid, block = self._launch((h, w, source.shape[0]))
+                _vote_kernel[grid, block, stream](_array(source), _array(nnf), patch_size // 2,
+                                                  _array(out))
+            else:
+                grid, block = self._launch((h, w))
+                _consensus_vote_kernel[grid, block, stream](
+                    _array(source), _array(nnf), patch_size // 2,
+                    np.float32(float(tolerance) ** 2), _array(out))
         return out
 
     def resample_nnf(self, nnf: torch.Tensor, shape_b, new_shape_a, new_shape_b) -> torch.Tensor:

@@ -10,7 +10,12 @@ Structure: how far an image's self-similarity departs from a reference's (relu3_
 between all positions, each column divided by its sum; the mean absolute difference times the
 number of positions). 0 for the reference itself; lower keeps more of its layout.
 
-Both use the embedded Caffe VGG19 whatever weights the analogy used, on images resized to
+Resolution: `block_seams` (how much more the image changes across the borders of the working
+grid's cells than elsewhere: a result magnified from the working size is a mosaic of such cells)
+and `fine_detail` (the spread of the grey image's Laplacian at its own resolution: soft images have
+little). Both are measured at full size, where the VGG scores, taken at 256 px, cannot see.
+
+Both VGG scores use the embedded Caffe VGG19 whatever weights the analogy used, on images resized to
 `SCORE_SIDE` px on the long side, with at most `MAX_POSITIONS` positions per map (a fixed random
 sample where there are more), so scores of different runs compare.
 """
@@ -136,3 +141,48 @@ def quality_scores(a_prime: np.ndarray, b: np.ndarray, image_a: np.ndarray, imag
         structure_a_prime=structure_distance(a_prime, image_a, vgg),
         structure_b=structure_distance(b, image_b, vgg),
     )
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma of an H×W×3 image (or an H×W one as it is), float64."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    return rgb if rgb.ndim == 2 else rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def _cell_borders(n: int, cells: int) -> np.ndarray:
+    """For the n − 1 edges between neighbouring pixels of a side of n pixels: whether the edge lies
+    on a border of `cells` equal cells (the working grid magnified to n pixels)."""
+    index = (np.arange(n) * cells) // n
+    return index[1:] != index[:-1]
+
+
+def block_seams(image: np.ndarray, working_shape: Sequence[int]) -> float:
+    """How much more `image` changes across the borders of the working grid's cells than elsewhere:
+    the mean |difference| of neighbouring grey pixels on edges that lie on a cell border, over the
+    same mean on all other edges, rows and columns together. `working_shape` is the (H, W) of the
+    working grid (the working size); 1.0 means no seams along it, a mosaic of cells gives more
+    (infinity for one whose cells are flat)."""
+    grey = _grey(image)
+    h, w = grey.shape
+    across_cols = np.abs(np.diff(grey, axis=1))  # H × (W−1)
+    across_rows = np.abs(np.diff(grey, axis=0))  # (H−1) × W
+    on_cols = np.broadcast_to(_cell_borders(w, int(working_shape[1]))[None, :], across_cols.shape)
+    on_rows = np.broadcast_to(_cell_borders(h, int(working_shape[0]))[:, None], across_rows.shape)
+    on = across_cols[on_cols].sum() + across_rows[on_rows].sum()
+    on_count = on_cols.sum() + on_rows.sum()
+    off = across_cols[~on_cols].sum() + across_rows[~on_rows].sum()
+    off_count = across_cols.size + across_rows.size - on_count
+    if on_count == 0 or (on == 0 and off == 0):
+        return float("nan")  # no borders, or a flat image
+    if off == 0:
+        return float("inf")  # a pure mosaic: every change is on a border
+    return float((on / on_count) / (off / off_count))
+
+
+def fine_detail(image: np.ndarray) -> float:
+    """The standard deviation of the grey image's 4-neighbour Laplacian, at the image's own
+    resolution (0–255 grey levels): how much detail at the scale of single pixels it holds."""
+    grey = _grey(image)
+    laplacian = (grey[1:-1, :-2] + grey[1:-1, 2:] + grey[:-2, 1:-1] + grey[2:, 1:-1]
+                 - 4.0 * grey[1:-1, 1:-1])
+    return float(laplacian.std())

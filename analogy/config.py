@@ -77,6 +77,8 @@ MIN_INPUT_SIDE = 32
 SIZE_MULTIPLE = 16
 #: Smallest working side: a 3×3 map at relu5_1.
 MIN_WORKING_SIDE = 48
+#: The named output sizes (AnalogyConfig.output_size); a number is a long side in px.
+OUTPUT_SIZES = ("input", "working")
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,28 @@ class AnalogyConfig:
             variable, loss and L-BFGS stay float32) or "auto": bfloat16 where the device computes
             it natively (a CPU with AVX512-BF16 or AMX), else float32. bfloat16 about halves the
             deconvolution's time there, at the same final errors (README, benchmark).
-    Reconstruction:
+    Output size and the synthesis beyond the working size (see analogy/synthesis.py):
+        output_size: "input" (A′ at A's size and B at B′'s), "working" (both at their working
+            sizes, as the original makes them before resizing; fast), or a long side in px,
+            which each output takes up to its input's own long side.
+        synthesis_patch_size: patch side of the searches and votes at the scales between the
+            working size and the output size (5, as in Image Analogies' fine levels and StyLit).
+        synthesis_rounds, synthesis_iterations: vote-and-search rounds per scale (the EM steps
+            of texture optimisation) and PatchMatch iterations per round and direction;
+            synthesis_last: the same two at the last scale (the output size), where the pixels
+            are most and the NNFs, upsampled from a scale that was refined, nearly settled;
+            synthesis_radius: the random search's starting radius, around the upsampled match.
+        synthesis_guide_weight: weight of the A ↔ B term of the image-level cost against the
+            A′ ↔ B′ term (the paper's bidirectional term, on the pixels).
+        synthesis_structure_weight: weight of the A ↔ B′ term on their local structure (luminance
+            less its local mean, over its local contrast): what pins A′'s matches to A's pixels
+            at the scales the VGG levels do not see. Weighed in only for pairs of the same scene
+            in comparable looks, as told by the relu5_1 match (`synthesis.structure_weight`):
+            between a photo and a painting it would pull B′'s pieces towards A's texture.
+        synthesis_vote_tolerance: above the working size, A′ and B are voted by consensus: at
+            each pixel only the overlapping patches' votes within this distance (RGB, 0–255) of
+            the pixel's own patch's vote count, so that patches from different places of B′ do
+            not average into blur (see `analogy.nnf.vote`).
         final_patch_size: patch side of the vote that makes A′ and B at output resolution.
     Photo mode (see analogy/refinement.py):
         photo: after the vote, refine A′ to A + WLS(A′) − WLS(A), WLS guided by A's luminance
@@ -169,6 +192,15 @@ class AnalogyConfig:
     deconv_gradient_tolerance: float = 1e-4
     deconv_precision: str = "auto"
 
+    output_size: Union[str, int] = "input"
+    synthesis_patch_size: int = 5
+    synthesis_rounds: int = 2
+    synthesis_iterations: int = 1
+    synthesis_last: Tuple[int, int] = (1, 1)
+    synthesis_radius: int = 2
+    synthesis_guide_weight: float = 1.0
+    synthesis_structure_weight: float = 0.5
+    synthesis_vote_tolerance: float = 20.0
     final_patch_size: int = 3
 
     photo: bool = False
@@ -205,7 +237,23 @@ class AnalogyConfig:
                    "a whole number ≥ 1", getattr(self, name))
         _check(self.min_long_side <= self.max_long_side, "min_long_side",
                f"at most max_long_side ({self.max_long_side})", self.min_long_side)
-        for k in self.patch_sizes + (self.final_patch_size,):
+        _check(self.output_size in OUTPUT_SIZES
+               or (_is_int(self.output_size) and self.output_size >= MIN_INPUT_SIDE),
+               "output_size", f"input, working or a long side in px of at least {MIN_INPUT_SIDE}",
+               self.output_size)
+        for name in ("synthesis_rounds", "synthesis_iterations", "synthesis_radius"):
+            _check(_is_int(getattr(self, name)) and getattr(self, name) >= 1, name,
+                   "a whole number ≥ 1", getattr(self, name))
+        if isinstance(self.synthesis_last, list):
+            object.__setattr__(self, "synthesis_last", tuple(self.synthesis_last))
+        _check(isinstance(self.synthesis_last, tuple) and len(self.synthesis_last) == 2
+               and all(_is_int(n) and n >= 1 for n in self.synthesis_last), "synthesis_last",
+               "(rounds, iterations), two whole numbers ≥ 1", self.synthesis_last)
+        for name in ("synthesis_guide_weight", "synthesis_structure_weight",
+                     "synthesis_vote_tolerance"):
+            _check(_is_number(getattr(self, name)) and getattr(self, name) >= 0, name,
+                   "a number ≥ 0", getattr(self, name))
+        for k in self.patch_sizes + (self.final_patch_size, self.synthesis_patch_size):
             _check(_is_int(k) and k >= 1 and k % 2 == 1, "patch sizes", "odd whole numbers ≥ 1", k)
         for n in self.iterations:
             _check(_is_int(n) and n >= 0, "iterations", "whole numbers ≥ 0", n)

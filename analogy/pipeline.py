@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, TypeVar
 
 import numpy as np
 import torch
@@ -24,10 +24,11 @@ from .kernels import Kernels, kernels_for, resolve_device
 from .metrics import QualityScores, quality_scores
 from .nnf import consistency_confidence, identity_nnf
 from .patchmatch import SearchFeatures, prepare
-from .reconstruction import reconstruct
 from .refinement import refine_photos
+from .synthesis import Scale, Synthesis, output_shape, scales
 
 Shape = Tuple[int, int]
+T = TypeVar("T")
 Progress = Optional[Callable[[str], None]]
 
 
@@ -46,13 +47,36 @@ class Search(NamedTuple):
 
 SearchObserver = Optional[Callable[[Search], None]]
 
-#: Steps reported to a progress callback: features, one per level, reconstruction.
+#: Steps reported to a progress callback: features, one per level, reconstruction (then one per
+#: scale of the synthesis, and the refinement in photo mode).
 PROGRESS_STEPS = 1 + len(LEVEL_NAMES) + 1
 
 
-def progress_steps(config: AnalogyConfig) -> int:
-    """How many times run_analogy calls its progress callback with this config."""
-    return PROGRESS_STEPS + (1 if config.photo else 0)
+class Plan(NamedTuple):
+    """The sizes of one analogy: working sizes, output sizes and the synthesis's scales between."""
+
+    working_a: Shape
+    working_b: Shape
+    output_a: Shape
+    output_b: Shape
+    scales: List[Scale]
+
+
+def plan(shape_a: Shape, shape_b: Shape, config: AnalogyConfig) -> Plan:
+    """The sizes at which A (of `shape_a`) and B′ (of `shape_b`) are analysed and synthesised."""
+    working_a, working_b = working_size(shape_a, config), working_size(shape_b, config)
+    output_a = output_shape(shape_a, working_a, config.output_size)
+    output_b = output_shape(shape_b, working_b, config.output_size)
+    return Plan(working_a, working_b, output_a, output_b,
+                scales(working_a, output_a, working_b, output_b))
+
+
+def progress_steps(config: AnalogyConfig, shape_a: Optional[Shape] = None,
+                   shape_b: Optional[Shape] = None) -> int:
+    """How many times run_analogy calls its progress callback with this config, for inputs of
+    these (H, W) shapes (without them: at the working sizes, no synthesis scales)."""
+    count = 0 if shape_a is None or shape_b is None else len(plan(shape_a, shape_b, config).scales)
+    return PROGRESS_STEPS + count + (1 if config.photo else 0)
 
 
 def working_size(shape: Shape, config: AnalogyConfig) -> Shape:
@@ -183,32 +207,80 @@ def run_analogy(
     device = resolve_device(config.device)
     kernels = kernels_for(device, config.band_height)
     vgg = vgg if vgg is not None else load_vgg(config.weights, str(device))
-    size_a, size_b = (working_size(image_a.shape[:2], config),
-                      working_size(image_b.shape[:2], config))
+    sizes = plan(image_a.shape[:2], image_b.shape[:2], config)
+    run = _Run(image_a, image_b, sizes, config, vgg, kernels, progress or (lambda _: None))
+    with kernels.deterministic(), torch.no_grad():
+        state = _out_of_memory_said(lambda: run.analyse(on_search, cache, keys), kernels,
+                                    lambda failure, free: _working_out_of_memory(sizes, failure,
+                                                                                 free))
+        return _out_of_memory_said(lambda: run.synthesise(state), kernels,
+                                   lambda failure, free: _output_out_of_memory(sizes, failure,
+                                                                               free, config.photo))
+
+
+def _out_of_memory_said(work: Callable[[], T], kernels: Kernels,
+                        message: Callable[[str, Optional[int]], str]) -> T:
+    """`work()`; if the device runs out of memory there, an OutOfMemoryError with the line
+    `message(failure, free bytes)` instead."""
     try:
-        with kernels.deterministic(), torch.no_grad():
-            return _run(image_a, image_b, size_a, size_b, config, vgg, kernels,
-                        progress or (lambda _: None), on_search, cache, keys)
+        return work()
     except Exception as exc:
         if isinstance(exc, OutOfMemoryError) or not kernels.is_out_of_memory(exc):
             raise
         failure = type(exc).__name__
     # Out of the except block, what the failed work held is freed: what is free now is what
     # a run has.
-    if device.type == "cuda":
+    if kernels.device.type == "cuda":
         torch.cuda.empty_cache()
-    free = free_memory(device)
-    side = None if free is None else size_that_fits(size_a, size_b, free)
-    where = (f"out of memory at working sizes {size_a[1]}×{size_a[0]} and {size_b[1]}×{size_b[0]} "
-             f"({failure})")
+    raise OutOfMemoryError(message(failure, free_memory(kernels.device)))
+
+
+def _working_out_of_memory(sizes: Plan, failure: str, free: Optional[int]) -> str:
+    """The one line for an out-of-memory at the working sizes, with a --size that should fit."""
+    (ha, wa), (hb, wb) = sizes.working_a, sizes.working_b
+    side = None if free is None else size_that_fits(sizes.working_a, sizes.working_b, free)
+    where = f"out of memory at working sizes {wa}×{ha} and {wb}×{hb} ({failure})"
     if free is None:
-        raise OutOfMemoryError(f"{where}; use a smaller --size or --ratio")
+        return f"{where}; use a smaller --size or --ratio"
     if side is None:
-        raise OutOfMemoryError(f"{where}; only {free / 1e9:.1f} GB is free here, too little even "
-                               "for the smallest working size: free some memory (close other "
-                               "programs)")
-    raise OutOfMemoryError(f"{where}; use a smaller --size (--size {side} should fit in the "
-                           f"{free / 1e9:.1f} GB free here) or --ratio")
+        return (f"{where}; only {free / 1e9:.1f} GB is free here, too little even for the "
+                "smallest working size: free some memory (close other programs)")
+    return (f"{where}; use a smaller --size (--size {side} should fit in the {free / 1e9:.1f} GB "
+            "free here) or --ratio")
+
+
+def _output_out_of_memory(sizes: Plan, failure: str, free: Optional[int], photo: bool) -> str:
+    """The one line for an out-of-memory above the working size: the output sizes that did not
+    fit and an --output-size that should."""
+    (ha, wa), (hb, wb) = sizes.output_a, sizes.output_b
+    where = (f"out of memory making A′ and B at their output sizes {wa}×{ha} and {wb}×{hb} "
+             f"({failure}{', photo mode' if photo else ''})")
+    side = None if free is None else output_size_that_fits(sizes, free)
+    if side is None:
+        return f"{where}; use a smaller --output-size, or --output-size working"
+    return (f"{where}; use --output-size {side} (it should fit in the {free / 1e9:.1f} GB free "
+            "here), or --output-size working")
+
+
+#: Memory the synthesis above the working size and the refinement need per output pixel (A′'s
+#: and B's together) at their peak, with a margin: about 55 bytes measured on the CPU (peak
+#: resident memory at 4096×3072 and 2720×1812, photo mode).
+BYTES_PER_OUTPUT_PIXEL = 80
+
+
+def output_size_that_fits(sizes: Plan, free: int) -> Optional[int]:
+    """The largest --output-size (a long side, a multiple of 16) below the outputs' own at which
+    A′ and B together should fit in `free` bytes (BYTES_PER_OUTPUT_PIXEL), if it is still above
+    the working sizes; None otherwise."""
+    shapes = (sizes.output_a, sizes.output_b)
+    floor = max(sizes.working_a + sizes.working_b)
+    side = SIZE_MULTIPLE * ((max(max(shape) for shape in shapes) - 1) // SIZE_MULTIPLE)
+    while side > floor:
+        pixels = sum(h * w * min(1.0, side / max(h, w)) ** 2 for h, w in shapes)
+        if pixels * BYTES_PER_OUTPUT_PIXEL <= free:
+            return side
+        side -= SIZE_MULTIPLE
+    return None
 
 
 #: Memory an analogy needs per working pixel (A's and B′'s together) at its peak, with a margin:
@@ -217,13 +289,20 @@ BYTES_PER_WORKING_PIXEL = 4096
 
 
 def free_memory(device: torch.device) -> Optional[int]:
-    """Bytes an analogy could use now on `device`: the GPU's free memory, or the memory the host
-    has available; None if it cannot be told."""
+    """Bytes an analogy could use now on `device`: the GPU's free memory; on the host, the memory
+    available, or less where this process is held to less: by its address-space limit (ulimit -v)
+    or by its control group's memory limit (a container's). None if it cannot be told."""
     if device.type == "cuda":
         try:
             return int(torch.cuda.mem_get_info(device)[0])
         except RuntimeError:
             return None
+    bounds = [_host_available(), _address_space_left(), _cgroup_memory_left()]
+    known = [b for b in bounds if b is not None]
+    return max(0, min(known)) if known else None
+
+
+def _host_available() -> Optional[int]:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -234,6 +313,54 @@ def free_memory(device: torch.device) -> Optional[int]:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def _address_space_left() -> Optional[int]:
+    """RLIMIT_AS less the address space in use; None without a limit (or off Linux)."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return limit - int(line.split()[1]) * 1024
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_memory_left() -> Optional[int]:
+    """The control group's memory limit less its usage (cgroup v2's memory.max and
+    memory.current, or v1's limit_in_bytes and usage_in_bytes, where the group's files are
+    mounted at its own path or at the root, as in a container); None without a limit."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    groups = {}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            groups[controller] = path.lstrip("/")
+    root = Path("/sys/fs/cgroup")
+    for controller, folders, limit_name, usage_name in (
+            ("", (root,), "memory.max", "memory.current"),
+            ("memory", (root / "memory",), "memory.limit_in_bytes", "memory.usage_in_bytes")):
+        if controller not in groups:
+            continue
+        for base in folders:
+            for folder in (base / groups[controller], base):
+                try:
+                    limit = (folder / limit_name).read_text().strip()
+                    usage = int((folder / usage_name).read_text())
+                except (OSError, ValueError):
+                    continue
+                if limit == "max" or int(limit) >= 2**60:  # no limit ("max", or v1's huge one)
+                    return None
+                return int(limit) - usage
+    return None
 
 
 def size_that_fits(size_a: Shape, size_b: Shape, free: int) -> Optional[int]:
@@ -370,50 +497,78 @@ class _Pyramid:
                                          tuple(target_below.shape[-2:]))
 
 
-def _run(image_a, image_b, size_a, size_b, config: AnalogyConfig, vgg: VGG19Features,
-         kernels: Kernels, progress: Callable[[str], None], on_search: SearchObserver = None,
-         cache=None, keys=(None, None)) -> AnalogyResult:
-    clock = _Clock()
-    t_start = time.perf_counter()
+class _Run:
+    """One analogy's stages, in the order `run_analogy` calls them: `analyse` (the VGG pyramid, at
+    the working sizes) and then `synthesise` (the scales above them, the final vote and the
+    photo-mode refinement, at the output sizes), so that running out of memory in either is told
+    apart."""
 
-    def stage(name: str) -> None:
+    def __init__(self, image_a: np.ndarray, image_b: np.ndarray, sizes: Plan,
+                 config: AnalogyConfig, vgg: VGG19Features, kernels: Kernels,
+                 progress: Callable[[str], None]) -> None:
+        self.image_a, self.image_b, self.sizes = image_a, image_b, sizes
+        self.config, self.vgg, self.kernels, self.progress = config, vgg, kernels, progress
+        self.clock = _Clock()
+        self.started = time.perf_counter()
+
+    def stage(self, name: str) -> None:
         raise_if_interrupted()  # a signal whose interruption was lost on the way (see errors.py)
-        progress(name)
+        self.progress(name)
 
-    stage("extracting VGG19 features")
-    with clock("features"):
-        fa = _features(vgg, image_a, size_a, cache, keys[0])
-        fb = _features(vgg, image_b, size_b, cache, keys[1])
-    pyramid = _Pyramid(config, vgg, kernels, fa, fb, clock, on_search)
-    levels = config.levels()
-    state = pyramid.start(levels[0])
-    for level, below in zip(levels, levels[1:] + (None,)):
-        stage(f"{level.name}: PatchMatch" + (f", deconvolution to {below.name}" if below else ""))
-        state = pyramid.step(level, state, below)
-    stage("reconstructing A′ and B")
-    with clock("reconstruction"):
-        shape_a, shape_b = image_a.shape[:2], image_b.shape[:2]
-        out_ab = kernels.resample_nnf(state.nnf_ab, size_b, shape_a, shape_b)
-        out_ba = kernels.resample_nnf(state.nnf_ba, size_a, shape_b, shape_a)
-        a_prime = reconstruct(kernels, image_b, out_ab, config.final_patch_size)
-        b = reconstruct(kernels, image_a, out_ba, config.final_patch_size)
-    a_prime_raw, b_raw = a_prime, b
-    if config.photo:
-        stage("refining A′ and B (photo mode)")
-        with clock("refinement"):
-            try:
-                a_prime, b = refine_photos([(a_prime_raw, image_a), (b_raw, image_b)],
+    def analyse(self, on_search: SearchObserver = None, cache: Optional[FeatureCache] = None,
+                keys: Tuple[Optional[tuple], Optional[tuple]] = (None, None)) -> LevelState:
+        """The paper's pyramid, relu5_1 to relu1_1: the last level's state, with the finest NNFs
+        at the working sizes."""
+        clock, sizes = self.clock, self.sizes
+        self.stage("extracting VGG19 features")
+        with clock("features"):
+            fa = _features(self.vgg, self.image_a, sizes.working_a, cache, keys[0])
+            fb = _features(self.vgg, self.image_b, sizes.working_b, cache, keys[1])
+        pyramid = _Pyramid(self.config, self.vgg, self.kernels, fa, fb, clock, on_search)
+        levels = self.config.levels()
+        state = pyramid.start(levels[0])
+        for level, below in zip(levels, levels[1:] + (None,)):
+            self.stage(f"{level.name}: PatchMatch"
+                       + (f", deconvolution to {below.name}" if below else ""))
+            state = pyramid.step(level, state, below)
+        return state
+
+    def coarse_cost(self) -> float:
+        """The mean patch cost of the two relu5_1 searches."""
+        top = self.clock.levels[LEVEL_NAMES[0]]
+        return (top["cost_ab"] + top["cost_ba"]) / 2.0
+
+    def synthesise(self, state: LevelState) -> AnalogyResult:
+        """From the working NNFs up to the output sizes, then A′ and B voted there (and refined
+        in photo mode)."""
+        config, kernels, clock, sizes = self.config, self.kernels, self.clock, self.sizes
+        image_a, image_b = self.image_a, self.image_b
+        synthesis = Synthesis(config, kernels, _resize, image_a, image_b,
+                              Scale(sizes.working_a, sizes.working_b),
+                              Scale(sizes.output_a, sizes.output_b), state.nnf_ab, state.nnf_ba,
+                              self.coarse_cost())
+        for index, ((ha, wa), (hb, wb)) in enumerate(synthesis.scales):
+            self.stage(f"scale {index + 1}/{len(synthesis.scales)}: A′ {wa}×{ha}, B {wb}×{hb}: "
+                       "voting and PatchMatch")
+            with clock("synthesis"):
+                synthesis.step(index)
+        self.stage("reconstructing A′ and B")
+        with clock("reconstruction"):
+            a_prime, b, out_ab, out_ba = synthesis.outputs()
+            structure_a = _resize(image_a, sizes.output_a)
+            structure_b = _resize(image_b, sizes.output_b)
+        a_prime_raw, b_raw = a_prime, b
+        if config.photo:
+            self.stage("refining A′ and B (photo mode)")
+            with clock("refinement"):
+                a_prime, b = refine_photos([(a_prime_raw, structure_a), (b_raw, structure_b)],
                                            config.wls_lambda, config.wls_alpha, config.wls_eps)
-            except MemoryError:
-                (ha, wa), (hb, wb) = image_a.shape[:2], image_b.shape[:2]
-                raise OutOfMemoryError(
-                    f"out of memory in the photo-mode refinement, which works at the inputs' sizes "
-                    f"({wa}×{ha} and {wb}×{hb}); use smaller input images or leave out --photo"
-                ) from None
-    clock.totals["total"] = time.perf_counter() - t_start
-    raise_if_interrupted()
-    return AnalogyResult(
-        a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), size_a, size_b, clock.totals,
-        [clock.levels[level.name] for level in levels], a_prime_raw, b_raw, config.confidence_sigma,
-        state.nnf_ab.cpu().numpy(), state.nnf_ba.cpu().numpy(), image_a, image_b,
-    )
+        clock.totals["total"] = time.perf_counter() - self.started
+        raise_if_interrupted()
+        return AnalogyResult(
+            a_prime, b, out_ab.cpu().numpy(), out_ba.cpu().numpy(), sizes.working_a,
+            sizes.working_b, clock.totals,
+            [clock.levels[level.name] for level in config.levels()], a_prime_raw, b_raw,
+            config.confidence_sigma, state.nnf_ab.cpu().numpy(), state.nnf_ba.cpu().numpy(),
+            image_a, image_b,
+        )

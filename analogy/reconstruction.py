@@ -1,5 +1,7 @@
-"""Reconstruction of the output images by patch voting at the inputs' resolution."""
+"""The output images: patch votes made into 8-bit images."""
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import torch
@@ -8,9 +10,13 @@ from .kernels import Kernels
 
 
 def reconstruct(kernels: Kernels, source: np.ndarray, nnf: torch.Tensor,
-                patch_size: int = 3) -> np.ndarray:
+                patch_size: int = 3, tolerance: Optional[float] = None) -> np.ndarray:
     """The image whose every patch is voted from `source` (H_B×W_B×3 uint8) through `nnf`, an NNF
-    at the output sizes (the finest working NNF resampled)."""
+    at the output size; by consensus with a `tolerance` (see `analogy.nnf.vote`)."""
     src = torch.from_numpy(np.array(source, dtype=np.float32)).permute(2, 0, 1).to(nnf.device)
-    out = kernels.vote(src, nnf, patch_size)
-    return out.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_image(kernels.vote(src, nnf, patch_size, tolerance))
+
+
+def to_image(voted: torch.Tensor) -> np.ndarray:
+    """A voted 3×H×W float image (0–255) as H×W×3 uint8, rounded half to even and clipped."""
+    return voted.round().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()

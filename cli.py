@@ -50,7 +50,12 @@ import click  # noqa: E402
 
 import analogy  # noqa: E402
 from analogy.batch import PairOutcome, pairs_from_lists, pairs_from_manifest  # noqa: E402
-from analogy.config import BLEND_PRESETS, DEVICE_PATTERN  # noqa: E402
+from analogy.config import (  # noqa: E402
+    BLEND_PRESETS,
+    DEVICE_PATTERN,
+    MIN_INPUT_SIDE,
+    OUTPUT_SIZES,
+)
 from analogy.errors import (  # noqa: E402
     Terminated,
     interrupt_on_signal,
@@ -160,6 +165,25 @@ class _Device(click.ParamType):
         return str(value)
 
 
+class _OutputSize(click.ParamType):
+    """input, working or a long side in px."""
+
+    name = "[input|working|N]"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip().lower()
+        if text in OUTPUT_SIZES:
+            return text
+        try:
+            side = int(text)
+        except ValueError:
+            side = None
+        if side is None or side < MIN_INPUT_SIDE:
+            self.fail(f"{value!r} is not input, working or a long side in px of at least "
+                      f"{MIN_INPUT_SIDE}", param, ctx)
+        return side
+
+
 def _options(f: Callable) -> Callable:
     """The method's options, shared by `run` and `batch`."""
     options = [
@@ -180,6 +204,10 @@ def _options(f: Callable) -> Callable:
                      help="Fast preview: a deconvolution about three times cheaper; where A's "
                           "and B′'s colours differ, more of A's colours stay in A′ "
                           "(and B′'s in B)."),
+        click.option("--output-size", type=_OutputSize(),
+                     help="Size of A′ and B: input (A's and B′'s own sizes, synthesised scale by "
+                          "scale above the working size; default), working (the working sizes, "
+                          "fast) or N (long side in px, at most the input's)."),
         click.option("--seed", type=int, help="Seed of the PatchMatch random search [default: 0]."),
         click.option("--weights",
                      help="VGG19 weights: caffe (embedded, default), torchvision (downloads once), "
@@ -203,13 +231,14 @@ def _options(f: Callable) -> Callable:
     return f
 
 
-def _config(size, ratio, blend_level, iterations, deconv_iterations, preview, seed, weights, device,
-            photo) -> analogy.AnalogyConfig:
+def _config(size, ratio, blend_level, iterations, deconv_iterations, preview, output_size, seed,
+            weights, device, photo) -> analogy.AnalogyConfig:
     """The configuration with the options given on the command line (None: not given, keep the
     default); --preview first, so that an explicit --deconv-iterations still counts."""
     given = dict(size=size, ratio=ratio, blend_level=int(blend_level) if blend_level else None,
-                 iterations=iterations, deconv_iterations=deconv_iterations, seed=seed,
-                 weights=weights, device=device, photo=photo or None)
+                 iterations=iterations, deconv_iterations=deconv_iterations,
+                 output_size=output_size, seed=seed, weights=weights, device=device,
+                 photo=photo or None)
     base = analogy.AnalogyConfig().as_preview() if preview else analogy.AnalogyConfig()
     return base.replace(**{k: v for k, v in given.items() if v is not None})
 
@@ -290,16 +319,16 @@ def run(a: str, b_prime: str, output: str, quiet: bool, save_nnf: bool, save_flo
         if quiet:
             result = runner(image_a, image_b)
         else:
-            with _Progress(progress_steps(config), "analogy", "analogy",
-                           show_eta=False) as progress:
+            with _Progress(progress_steps(config, image_a.shape[:2], image_b.shape[:2]),
+                           "analogy", "analogy", show_eta=False) as progress:
                 result = runner(image_a, image_b, progress=progress.step)
         paths = analogy.save_result(result, out_dir, save_nnf=save_nnf, save_flow=save_flow,
                                     save_confidence=save_confidence)
     if not quiet:
         t = result.timings
         stages = ", ".join(f"{k} {t[k]:.1f}s" for k in
-                           ("features", "patchmatch", "deconvolution", "fusion", "reconstruction",
-                            "refinement") if k in t)
+                           ("features", "patchmatch", "deconvolution", "fusion", "synthesis",
+                            "reconstruction", "refinement") if k in t)
         (ha, wa), (hb, wb) = result.working_size_a, result.working_size_b
         _say(f"working sizes A {wa}×{ha}, B′ {wb}×{hb}; {stages}; total {t['total']:.1f}s")
         for path in paths.values():

@@ -33,6 +33,11 @@ MANIFEST_COLUMNS = {
     "b_prime": ("b′", "b'", "bprime", "b_prime", "b-prime"),
     "output": ("output", "out", "output folder", "output_folder"),
 }
+#: Optional columns of a manifest: per-pair options over the batch's (an empty cell keeps the
+#: batch's), by the AnalogyConfig field they set and their accepted spellings.
+MANIFEST_OPTIONS = {
+    "output_size": ("output_size", "output size", "output-size"),
+}
 
 
 class ManifestError(ConfigError):
@@ -128,6 +133,13 @@ def pairs_from_manifest(manifest: PathLike, out: Optional[PathLike] = None) -> L
                 f"{'is missing' if not found else 'is repeated'})"
             )
         index[key] = found[0]
+    optional = {}
+    for key, names in MANIFEST_OPTIONS.items():
+        found = [i for i, c in enumerate(header) if c in names]
+        if len(found) > 1:
+            raise ManifestError(f"{name} line {rows[0][0]}: the column {names[0]} is repeated")
+        if found:
+            optional[key] = found[0]
     if len(rows) == 1:
         raise ManifestError(f"{name}: the manifest has a header but no pairs")
     pairs = []
@@ -160,12 +172,25 @@ def pairs_from_manifest(manifest: PathLike, out: Optional[PathLike] = None) -> L
                 f"folder {root}; a manifest's outputs must stay inside it (give a relative folder "
                 "without '..')"
             )
-        pairs.append(Pair(images["a"], images["b_prime"], target))
+        options = tuple((key, _option_value(key, row[i].strip(), f"{name} line {line}"))
+                        for key, i in optional.items() if row[i].strip())
+        pairs.append(Pair(images["a"], images["b_prime"], target, options))
     outs = [p.out.resolve() for p in pairs]
     if len(set(outs)) != len(outs):
         dup = next(o for o in outs if outs.count(o) > 1)
         raise ManifestError(f"{name}: two rows write to the same output folder {dup}")
     return pairs
+
+
+def _option_value(key: str, text: str, where: str):
+    """A manifest cell's value for option `key`, checked as AnalogyConfig checks it: a
+    ManifestError naming `where` and the column otherwise."""
+    value = int(text) if text.isdigit() else text.lower()
+    try:
+        AnalogyConfig(**{key: value})
+    except ConfigError as exc:
+        raise ManifestError(f"{where}, column {key}: {exc}") from None
+    return value
 
 
 def _check_outputs_spare_inputs(pairs: Sequence[Pair], names: Sequence[str]) -> None:

@@ -396,10 +396,15 @@ def _keep_previous(target: Path) -> Optional[Path]:
     return link
 
 
+#: zlib level of the PNGs written: the fastest, as OpenCV's default; on a 12-MP result, about a
+#: quarter of the default level's time (6), for files about an eighth larger.
+PNG_COMPRESS_LEVEL = 1
+
+
 def png_bytes(rgb: np.ndarray) -> bytes:
     """An RGB (or grey) uint8 array as a PNG file's bytes."""
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
+    Image.fromarray(rgb).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
 
 

@@ -15,7 +15,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .config import AnalogyConfig
 from .errors import AnalogyError
@@ -32,15 +32,21 @@ RECORD = "analogy.json"
 @dataclass(frozen=True)
 class Pair:
     """One analogy of a batch: structure image `a`, appearance image `b_prime`, output folder
-    `out`."""
+    `out`, and `options`, (field, value) pairs of AnalogyConfig that this pair sets over the
+    batch's configuration (a manifest's output_size column)."""
 
     a: Path
     b_prime: Path
     out: Path
+    options: Tuple[Tuple[str, Any], ...] = ()
 
     @property
     def name(self) -> str:
         return self.out.name
+
+    def configure(self, config: AnalogyConfig) -> AnalogyConfig:
+        """The batch's configuration with this pair's own options."""
+        return config.replace(**dict(self.options)) if self.options else config
 
 
 @dataclass
@@ -76,7 +82,7 @@ def pair_record(pair: Pair, config: AnalogyConfig, names: Sequence[str]) -> dict
     """What the outputs of `pair` are made from. Under "made_from" what decides them (compared by
     resume): the inputs' digests, the options (all but the device, which only says where) and the
     files written; beside it, for the reader, the input paths."""
-    options = dataclasses.asdict(config)
+    options = dataclasses.asdict(pair.configure(config))
     options.pop("device")
     made_from = {"A_sha256": file_digest(pair.a), "B′_sha256": file_digest(pair.b_prime),
                  "options": options, "outputs": list(names)}
@@ -130,17 +136,18 @@ class PairRunner:
         self.config = config
         self.save = save
 
-    def compute(self, a: ImageLike, b_prime: ImageLike,
-                progress: Progress = None) -> Tuple[Dict[str, bytes], Dict[str, float]]:
-        """The encoded output files of one analogy, and its timings."""
-        result = self.runner(a, b_prime, progress)
+    def compute(self, a: ImageLike, b_prime: ImageLike, progress: Progress = None,
+                **options) -> Tuple[Dict[str, bytes], Dict[str, float]]:
+        """The encoded output files of one analogy (with these AnalogyConfig `options` over the
+        runner's), and its timings."""
+        result = self.runner(a, b_prime, progress, **options)
         return result_files(result, **self.save), dict(result.timings)
 
     def __call__(self, pair: Pair, progress: Progress = None) -> PairOutcome:
         """Run `pair` here and write its files, holding its folder from start to end."""
         def work() -> Dict[str, float]:
             with output_folder(pair.out):
-                files, timings = self.compute(pair.a, pair.b_prime, progress)
+                files, timings = self.compute(pair.a, pair.b_prime, progress, **dict(pair.options))
                 write_pair_files(pair, files, self.config)
             return timings
 

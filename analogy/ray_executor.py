@@ -66,7 +66,7 @@ class PairWorker:
         files: Dict[str, bytes] = {}
 
         def work() -> Dict[str, float]:
-            encoded, timings = self.runner.compute(a, b_prime)
+            encoded, timings = self.runner.compute(a, b_prime, **dict(pair.options))
             files.update(encoded)
             return timings
 

@@ -199,9 +199,15 @@ class Job:
     summary: Dict[str, Any] = field(default_factory=dict)  # working sizes and timings, once done
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
 
+    @property
+    def steps(self) -> int:
+        """How many progress steps the job's analogy reports (the scales depend on the sizes)."""
+        a, b = self.inputs["a"], self.inputs["bprime"]
+        return progress_steps(self.config, (a["height"], a["width"]), (b["height"], b["width"]))
+
     def view(self, position: Optional[int] = None) -> dict:
         """The job as the API shows it; `position` is the number of jobs ahead of a queued one."""
-        steps = progress_steps(self.config)
+        steps = self.steps
         done = steps if self.state == "done" else max(0, self.step - 1)
         return {
             "id": self.id, "state": self.state, "url": f"/jobs/{self.id}",
@@ -287,7 +293,11 @@ class JobQueue:
     def start(self) -> None:
         """Start the workers and the janitor that removes expired jobs."""
         cpu_workers = sum(d is None for d in self.devices)
-        threads = max(1, usable_cpus() // cpu_workers) if cpu_workers > 1 else None
+        # One CPU worker computes with this process's threads, which a worker thread does not
+        # inherit (Numba's count is per thread): torch's CPU convolutions round differently with
+        # another count, and a job would then not give the command's bytes.
+        threads = (max(1, usable_cpus() // cpu_workers) if cpu_workers > 1
+                   else torch.get_num_threads())
         for index, device in enumerate(self.devices):
             self._spawn(f"analogy-worker-{index}", self._work, device, threads)
         self._spawn("analogy-janitor", self._janitor)
@@ -297,9 +307,8 @@ class JobQueue:
         thread.start()
         self._threads.append(thread)
 
-    def _work(self, device: Optional[str], threads: Optional[int]) -> None:
-        if threads is not None:
-            set_threads(threads)
+    def _work(self, device: Optional[str], threads: int) -> None:
+        set_threads(threads)
         # loaded by __init__: this is the cached model
         vgg = load_vgg(self.weights, device or "cpu")
         while True:
@@ -352,8 +361,7 @@ class JobQueue:
                 self._durations.append(job.finished - job.started)
         if gone:
             shutil.rmtree(job.folder, ignore_errors=True)
-            log.info("job %s cancelled at step %d of %d", job.id, job.step,
-                     progress_steps(job.config))
+            log.info("job %s cancelled at step %d of %d", job.id, job.step, job.steps)
         elif outcome.status == "failed":
             log.info("job %s failed: %s", job.id, outcome.error)
         else:

@@ -266,7 +266,7 @@ function renderJob(id, job) {
     if (on) renderFigures($(box), id, job, figures);  // loaded on demand
   }
   const sizes = job.working_sizes;
-  const stages = ["features", "patchmatch", "deconvolution", "fusion", "reconstruction", "refinement"]
+  const stages = ["features", "patchmatch", "deconvolution", "fusion", "synthesis", "reconstruction", "refinement"]
     .filter((stage) => job.timings && stage in job.timings).map((stage) => `${stage} ${job.timings[stage].toFixed(1)} s`);
   $("#job-summary").textContent = sizes ?
     `Inputs A ${job.inputs.a.width}×${job.inputs.a.height}, B′ ${job.inputs.bprime.width}×${job.inputs.bprime.height}; ` +

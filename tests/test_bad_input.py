@@ -184,7 +184,8 @@ def test_same_file_as_a_and_b_prime_gives_it_back(tmp_path, good):
     ("--size", "10", ["at least 48"]), ("--ratio", "0", ["ratio"]), ("--ratio", "abc", ["ratio"]),
     ("--iterations", "-1", ["iterations"]), ("--deconv-iterations", "-2", ["deconv_iterations"]),
     ("--blend-level", "4", ["blend-level"]), ("--seed", "-1", ["seed"]),
-    ("--device", "gpu", ["device"]),
+    ("--device", "gpu", ["device"]), ("--output-size", "huge", ["output-size", "working"]),
+    ("--output-size", "16", ["output-size", "at least 32"]),
 ])
 def test_invalid_option_values(tmp_path, good, option, value, words):
     res = CliRunner().invoke(main,

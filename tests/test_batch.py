@@ -5,10 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 import analogy
+from analogy.executor_base import set_threads, usable_cpus
 from cli import main
 
 SIZE = "48"
@@ -102,8 +104,15 @@ def test_killed_batch_leaves_no_partial_image_and_resume_finishes_it(folders, tm
 def test_jobs_two_gives_the_same_bytes_as_one(folders, tmp_path):
     content, style = folders
     one, two = tmp_path / "one", tmp_path / "two"
-    outcomes = list(analogy.batch(analogy.pairs_from_lists([content], [style], one),
-                                  analogy.AnalogyConfig(size=int(SIZE)).as_preview(), jobs=1))
+    # each of two workers computes with half the cores; so does the single job (torch's CPU
+    # convolutions round differently with another thread count)
+    threads = torch.get_num_threads()
+    set_threads(max(1, usable_cpus() // 2))
+    try:
+        outcomes = list(analogy.batch(analogy.pairs_from_lists([content], [style], one),
+                                      analogy.AnalogyConfig(size=int(SIZE)).as_preview(), jobs=1))
+    finally:
+        set_threads(threads)
     assert [o.status for o in outcomes] == ["done"] * 3
     res = _invoke("batch", "--content", content, "--style", style, "-o", two, "--size", SIZE,
                   "--preview", "--jobs", "2", "-q")

@@ -206,7 +206,7 @@ def test_preview_option_gives_the_preview_deconvolution_and_explicit_options_sti
     from cli import _config
 
     given = dict(size=None, ratio=None, blend_level=None, iterations=None, deconv_iterations=None,
-                 seed=None, weights=None, device="auto", photo=False)
+                 output_size=None, seed=None, weights=None, device="auto", photo=False)
     assert _config(preview=False, **given) == AnalogyConfig()
     assert _config(preview=True, **given) == AnalogyConfig().as_preview()
     assert _config(preview=True, **{**given, "deconv_iterations": 30}).deconv_iterations == 30

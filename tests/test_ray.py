@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import ray
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 import analogy
+from analogy.executor_base import set_threads
 from analogy.image_io import LOCK_NAME
 from cli import main
 
@@ -47,10 +49,18 @@ def test_ray_batch_gives_the_local_bytes_and_names_the_bad_pair(tmp_path, conten
     folder, style = content
     config = analogy.AnalogyConfig(size=64).as_preview()
     outcomes = {}
-    for executor, jobs in (("ray", 2), ("local", 1)):
-        pairs = analogy.pairs_from_lists([folder], [style], tmp_path / executor)
-        outcomes[executor] = {o.pair.name: o
-                              for o in analogy.batch(pairs, config, executor=executor, jobs=jobs)}
+    # two Ray workers on 2 CPUs compute with one thread each; so does the local batch (torch's CPU
+    # convolutions round differently with another thread count)
+    threads = torch.get_num_threads()
+    try:
+        for executor, jobs in (("ray", 2), ("local", 1)):
+            if executor == "local":
+                set_threads(1)
+            pairs = analogy.pairs_from_lists([folder], [style], tmp_path / executor)
+            outcomes[executor] = {o.pair.name: o for o in
+                                  analogy.batch(pairs, config, executor=executor, jobs=jobs)}
+    finally:
+        set_threads(threads)
     ray_outcomes = outcomes["ray"]
     assert ray_outcomes["broken__starry"].status == "failed"
     assert "broken.png" in ray_outcomes["broken__starry"].error

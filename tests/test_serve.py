@@ -117,14 +117,17 @@ def test_a_job_gives_the_command_lines_bytes(make_server, inputs, tmp_path, monk
             and job["options"] == {"size": 64, "preview": True, "seed": 5})
     job = finished(client, job["id"])
     assert job["state"] == "done", job["error"]
-    assert (job["progress"]["step"] == job["progress"]["steps"] == 7
+    # features, five levels, one scale above the 64-px working size, the final vote
+    assert (job["progress"]["step"] == job["progress"]["steps"] == 8
             and job["progress"]["fraction"] == 1.0)
     for name in OUTPUTS:
         served = client.get(f"/api/jobs/{job['id']}/files/{name}")
         assert served.status_code == 200
         assert served.content == (tmp_path / "cli" / name).read_bytes(), name
-    # the PNG as analysed
-    assert client.get(f"/api/jobs/{job['id']}/files/A.png").content == inputs[0]
+    # the PNG as analysed: the upload's pixels
+    analysed = client.get(f"/api/jobs/{job['id']}/files/A.png").content
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(analysed))),
+                          np.asarray(Image.open(io.BytesIO(inputs[0]))))
 
     archive = client.get(f"/api/jobs/{job['id']}/files/analogy.zip")
     assert archive.headers["content-disposition"].startswith("attachment")
@@ -373,7 +376,8 @@ def test_form_and_openapi_follow_the_command_line(make_server):
     form = client.get("/api/form").json()
     fields = {f["name"]: f for f in form["fields"]}
     assert list(fields) == ["size", "ratio", "blend_level", "iterations", "deconv_iterations",
-                            "preview", "seed", "photo"]
+                            "preview", "output_size", "seed", "photo"]
+    assert fields["output_size"]["default"] == "input"
     assert fields["blend_level"]["choices"] == ["1", "2", "3"] and fields["photo"]["kind"] == "flag"
     assert fields["ratio"]["default"] == AnalogyConfig().ratio and fields["size"]["default"] is None
     # per level: one number where the levels agree, else one each (the page shows them)

@@ -87,6 +87,13 @@ def main(path: str) -> dict:
     out["resample_equal"] = bool(torch.equal(final_cpu, final_cuda))
     out["vote_image_equal"] = bool(torch.equal(vote(image, final_cpu, 3),
                                                gpu.vote(image, final_cpu, 3)))
+    # the consensus vote of the synthesis above the working size, on a patch of the image
+    crop = final_cpu[:24, :24].contiguous()
+    out["consensus_vote_equal"] = [bool(torch.equal(vote(image, crop, 3, tolerance),
+                                                    gpu.vote(image, crop, 3, tolerance))
+                                        and torch.equal(host.vote(image, crop, 3, tolerance),
+                                                        gpu.vote(image, crop, 3, tolerance)))
+                                   for tolerance in (0.0, 20.0)]
     out["vote_s"] = time.perf_counter() - t
 
     # 5. The random samples are the CPU kernel's.

@@ -83,6 +83,7 @@ def test_cost_kernel_matches_cpu(sim):
 def test_vote_equals_cpu_vote(sim):
     assert sim["vote_features_equal"] == [True, True]
     assert sim["vote_image_equal"]
+    assert sim["consensus_vote_equal"] == [True, True]
 
 
 @pytest.mark.slow
@@ -129,6 +130,7 @@ def test_kernels_compile_for_real_gpus(cc):
         "_pass_kernel": ((f3, f2, f3, f2, i3, f2, i3, f2, i, i, i, types.uint64, i, i, counts),
                          True),
         "_vote_kernel": ((f3, i3, i, f3), False),
+        "_consensus_vote_kernel": ((f3, i3, i, types.float32, f3), False),
     }
     for name, (signature, fastmath) in signatures.items():
         ptx, _ = cuda.compile_ptx(getattr(kernels, name).py_func, signature, cc=cc,

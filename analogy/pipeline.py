@@ -263,9 +263,10 @@ def _output_out_of_memory(sizes: Plan, failure: str, free: Optional[int], photo:
 
 
 #: Memory the synthesis above the working size and the refinement need per output pixel (A′'s
-#: and B's together) at their peak, with a margin: about 55 bytes measured on the CPU (peak
-#: resident memory at 4096×3072 and 2720×1812, photo mode).
-BYTES_PER_OUTPUT_PIXEL = 80
+#: and B's together) at their peak: about 90 bytes measured on the CPU (growth of the peak
+#: address space at 2048 and 3136 px, photo mode), and half as much again for a heap that the
+#: attempt which ran out left fragmented.
+BYTES_PER_OUTPUT_PIXEL = 136
 
 
 def output_size_that_fits(sizes: Plan, free: int) -> Optional[int]:

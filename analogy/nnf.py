@@ -14,7 +14,7 @@ import torch
 Shape = Tuple[int, int]
 
 
-def _resample_axis(n_old: int, n_new: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
+def resample_axis(n_old: int, n_new: int, device) -> Tuple[torch.Tensor, torch.Tensor]:
     """For each new index: the old cell it falls in, and its offset from that cell's centre."""
     pos = (torch.arange(n_new, device=device, dtype=torch.float64) + 0.5) * (n_old / n_new) - 0.5
     cell = torch.floor(pos + 0.5).clamp_(0, n_old - 1)
@@ -31,8 +31,8 @@ def resample_nnf(nnf: torch.Tensor, shape_b: Shape, new_shape_a: Shape,
     """
     out = []
     for axis in range(2):
-        cell, offset = _resample_axis(nnf.shape[axis], new_shape_a[axis], nnf.device)
-        cell_other, _ = _resample_axis(nnf.shape[1 - axis], new_shape_a[1 - axis], nnf.device)
+        cell, offset = resample_axis(nnf.shape[axis], new_shape_a[axis], nnf.device)
+        cell_other, _ = resample_axis(nnf.shape[1 - axis], new_shape_a[1 - axis], nnf.device)
         rows, cols = ((cell[:, None], cell_other[None, :]) if axis == 0
                       else (cell_other[:, None], cell[None, :]))
         old = nnf[rows, cols, axis].double()

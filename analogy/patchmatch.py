@@ -24,6 +24,22 @@ class SearchFeatures(NamedTuple):
         return tuple(self.sq_norms.shape)
 
 
+def pixel_features(appearance: torch.Tensor, guide: torch.Tensor, structure: torch.Tensor,
+                   scales: Tuple[float, float, float]) -> SearchFeatures:
+    """A side of an image-level search (the synthesis above the working size): the H×W×8
+    features [appearance · s₀, guide · s₁, structure · s₂, 0] of two 3×H×W images and a 1×H×W
+    map, with `scales` (s₀, s₁, s₂). The eighth channel is a zero: the CPU's channel loop runs
+    faster on 8 floats than on 7. The kernels' `pixel_features` give the same features (and the
+    same squared norms up to float32 rounding)."""
+    h, w = appearance.shape[-2:]
+    features = torch.zeros((h, w, 8), dtype=torch.float32, device=appearance.device)
+    for part, scale, first in ((appearance, scales[0], 0), (guide, scales[1], 3),
+                               (structure, scales[2], 6)):
+        torch.mul(part.permute(1, 2, 0), float(scale),
+                  out=features[..., first:first + part.shape[0]])
+    return SearchFeatures(features, (features * features).sum(dim=-1))
+
+
 def prepare(*maps: torch.Tensor, eps: float = 1e-12) -> SearchFeatures:
     """Normalise each 1×C×H×W map per position, concatenate them along channels, lay out as HWC."""
     parts = [m[0] / m[0].norm(dim=0, keepdim=True).clamp_min(eps) for m in maps]

@@ -37,7 +37,6 @@ import torch.nn.functional as F
 
 from .config import AnalogyConfig
 from .kernels import Kernels
-from .patchmatch import SearchFeatures
 from .reconstruction import to_image
 
 Shape = Tuple[int, int]
@@ -118,20 +117,12 @@ def local_structure(image: torch.Tensor, radius: int = STRUCTURE_RADIUS,
     return ((luma - mean) / (variance.clamp_min_(0.0).sqrt_() + contrast))[0]
 
 
-def pixel_features(appearance: torch.Tensor, guide: torch.Tensor, structure: torch.Tensor,
-                   weights: Tuple[float, float]) -> SearchFeatures:
-    """A side of the image-level search from the 3×H×W `appearance` and `guide` images (0–255)
-    and the 1×H×W `structure`: H×W×8 features appearance / 255, guide · √w_guide / 255,
-    structure · √w_structure and a zero (the kernels' channel loop runs faster on 8 floats than
-    on 7), so that the squared distance of two sides is
+def feature_scales(weights: Tuple[float, float]) -> Tuple[float, float, float]:
+    """The scales of the appearance, guide and structure channels of the pixel features
+    (`Kernels.pixel_features`) for the weights (w_guide, w_structure): 1/255, √w_guide/255 and
+    √w_structure, so that the squared distance of two sides is
     ‖appearance − appearance′‖² + w_guide · ‖guide − guide′‖² + w_structure · (S − S′)²."""
-    guide_weight, structure_weight = weights
-    h, w = appearance.shape[-2:]
-    features = torch.zeros((h, w, 8), dtype=torch.float32, device=appearance.device)
-    torch.mul(appearance.permute(1, 2, 0), 1.0 / 255.0, out=features[..., :3])
-    torch.mul(guide.permute(1, 2, 0), math.sqrt(guide_weight) / 255.0, out=features[..., 3:6])
-    torch.mul(structure.permute(1, 2, 0), math.sqrt(structure_weight), out=features[..., 6:7])
-    return SearchFeatures(features, torch.linalg.vector_norm(features, dim=-1).square_())
+    return 1.0 / 255.0, math.sqrt(weights[0]) / 255.0, math.sqrt(weights[1])
 
 
 class Synthesis:
@@ -207,10 +198,14 @@ class Synthesis:
         if grow_ba:
             self.nnf_ba = kernels.resample_nnf(self.nnf_ba, before.shape_a, scale.shape_b,
                                                scale.shape_a)
-        weights = self.weights
+        scales = feature_scales(self.weights)
         patch, vote = config.synthesis_patch_size, config.final_patch_size
         tolerance = config.synthesis_vote_tolerance
-        structure_a, structure_b = local_structure(a), local_structure(b_prime)
+        if self.weights[1] > 0:
+            structure_a, structure_b = local_structure(a), local_structure(b_prime)
+        else:  # the term is off for this pair (see structure_weight): zeros cost nothing
+            structure_a, structure_b = a.new_zeros((1,) + a.shape[1:]), b_prime.new_zeros(
+                (1,) + b_prime.shape[1:])
         # (rounds, iterations) of each direction: its last scale has synthesis_last
         plan_ab = (config.synthesis_last if index == self.steps_a - 1
                    else (config.synthesis_rounds, config.synthesis_iterations))
@@ -221,8 +216,8 @@ class Synthesis:
             a_prime = (kernels.vote(b_prime, self.nnf_ab, vote, tolerance) if grow_ab
                        else self.a_prime)
             b = kernels.vote(a, self.nnf_ba, vote, tolerance) if grow_ba else self.b
-            side_a = pixel_features(a_prime, a, structure_a, weights)  # [A′, A, S(A)]
-            side_b = pixel_features(b_prime, b, structure_b, weights)  # [B′, B, S(B′)]
+            side_a = kernels.pixel_features(a_prime, a, structure_a, scales)  # [A′, A, S(A)]
+            side_b = kernels.pixel_features(b_prime, b, structure_b, scales)  # [B′, B, S(B′)]
             del a_prime, b
             seed = config.seed + 104729 * (index + 1) + 7 * round_
             if grow_ab and round_ < plan_ab[0]:

@@ -8,11 +8,18 @@
   python benchmarks/bench.py --batch --sizes 224    # local worker processes against Ray workers
   python benchmarks/bench.py --manifest --sizes 224 --skip-quality --skip-identity
                                                     # the 13 development pairs
+  python benchmarks/bench.py --large                # the 12-MP case: full-resolution output
 
 For each working size S, both inputs are first resized to S·2 × S·2 (so S = 224 is exactly the
 448×448-pair-at-ratio-0.5 case; `--keep-aspect` keeps their shapes, long side 2·S instead) and
 the analogy runs at working long side S. A warm-up run at the smallest size comes first, so
 Numba compilation and allocator warm-up are not counted.
+
+`--large` measures instead the 12-MP case of the full-resolution synthesis: the photo
+carcassonne_photo.png (4096×3072) with The Starry Night (3008×2400), both enlarged ×4 (Lanczos)
+from ../shared/images, at the default settings with the outputs at the inputs' sizes and at the
+working size (the ratio of the two wall times), and the same photo with eilean_donan.png ×4
+(2720×1812) in photo mode: time per stage, peak RSS, block seams and fine detail of A′ and B.
 
 Printed and written to JSON per size:
   * quality scores of the result (analogy.metrics): style CX(A′, B′), CX(B, A) and structure;
@@ -444,6 +451,60 @@ def batch_figures(size: int, count: int = 6, jobs: int = 2) -> Dict[str, float]:
     return figures
 
 
+LARGE_PAIRS = (("carcassonne_photo.png", "starry_night.jpg", False),
+               ("carcassonne_photo.png", "eilean_donan.png", True))
+
+
+def large_figures(vgg, device: torch.device, seed: int) -> List[Dict]:
+    """The 12-MP case (module docstring): one row per run, with its time per stage, peak RSS,
+    block seams along the working grid and fine detail (analogy.metrics) of A′ and B."""
+    from analogy.metrics import block_seams, fine_detail
+
+    def enlarge(rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        return np.asarray(Image.fromarray(rgb).resize((4 * w, 4 * h), Image.Resampling.LANCZOS))
+
+    rows = []
+    for a_name, b_name, photo in LARGE_PAIRS:
+        a, b = (enlarge(x) for x in load_pair(a_name, b_name))
+        for output_size in (("input",) if photo else ("input", "working")):
+            config = analogy.AnalogyConfig(seed=seed, device=str(device), photo=photo,
+                                           blend_level=3 if photo else 2, output_size=output_size)
+            with PeakRSS() as rss:
+                t0 = time.perf_counter()
+                result = run_analogy(a, b, config, vgg)
+                wall = time.perf_counter() - t0
+            row = {"a": a_name, "b_prime": b_name, "photo": photo, "output_size": output_size,
+                   "input_a": list(a.shape[:2]), "input_b": list(b.shape[:2]),
+                   "output_a": list(result.a_prime.shape[:2]), "output_b": list(result.b.shape[:2]),
+                   "working_a": list(result.working_size_a),
+                   "working_b": list(result.working_size_b),
+                   "wall_s": wall, "peak_rss_mb": rss.peak / 2**20,
+                   "stages_s": {k: v for k, v in result.timings.items() if k != "total"}}
+            (ha, wa), (hb, wb) = row["output_a"], row["output_b"]
+            print(f"\n== {a_name} ×4 → {b_name} ×4{' (photo mode)' if photo else ''}, "
+                  f"--output-size {output_size}: A′ {wa}×{ha}, B {wb}×{hb}")
+            print(f"   end to end {wall:.1f} s | "
+                  + " | ".join(f"{k} {v:.1f}" for k, v in row["stages_s"].items()))
+            line = f"   peak RSS {row['peak_rss_mb']:.0f} MB"
+            if output_size != "working":  # at the working size a cell is one pixel
+                seams = row["block_seams"] = {
+                    "a_prime": block_seams(result.a_prime, result.working_size_a),
+                    "b": block_seams(result.b, result.working_size_b)}
+                detail = row["fine_detail"] = {
+                    "a_prime": fine_detail(result.a_prime), "b": fine_detail(result.b),
+                    "a": fine_detail(a), "b_prime": fine_detail(b)}
+                line += (f"; block seams A′ {seams['a_prime']:.3f}, B {seams['b']:.3f}; fine "
+                         f"detail A′ {detail['a_prime'] / detail['b_prime']:.2f} of B′'s, B "
+                         f"{detail['b'] / detail['a']:.2f} of A's")
+            print(line)
+            rows.append(row)
+    full, working = rows[0]["wall_s"], rows[1]["wall_s"]
+    print(f"\nfull resolution takes {full / working:.2f}× the time at --output-size working "
+          f"({full:.1f} against {working:.1f} s)")
+    return rows
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", nargs="+", default=["painting"],
@@ -470,7 +531,17 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--batch", action="store_true",
                         help="instead: a 6-pair batch with 2 local worker processes and with 2 Ray "
                              "workers (at the first of --sizes; needs the ray extra)")
+    parser.add_argument("--large", action="store_true",
+                        help="instead: the 12-MP case of the full-resolution synthesis (see above)")
     args = parser.parse_args(argv)
+    if args.large:
+        device = resolve_device(args.device)
+        print(f"analogy {analogy.__version__}, torch {torch.__version__}, device {device}, "
+              f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+        rows = large_figures(load_vgg(args.weights, str(device)), device, args.seed)
+        if args.json:
+            args.json.write_text(json.dumps({"device": str(device), "large": rows}, indent=2))
+        return
     if args.batch:
         figures = batch_figures(args.sizes[0])
         if args.json:

@@ -50,3 +50,37 @@ def test_flow_colour_is_white_for_identity_and_coloured_for_motion():
     moved = ident.clone()
     moved[..., 1] = (moved[..., 1] + 2).clamp(max=9)
     assert (flow_to_color(moved, (10, 10))[:, :5] < 255).any()
+
+
+def test_the_cpu_kernels_give_the_torch_references_values(astronaut):
+    """The Numba vote (plain and consensus, 3 and 256 channels), NNF resampling (up, down, to odd
+    sizes, the same size) and the synthesis's pixel features equal their torch definitions."""
+    from analogy.kernels.cpu import CpuKernels
+    from analogy.patchmatch import pixel_features
+
+    kernels, g = CpuKernels(), torch.Generator().manual_seed(3)
+    image = torch.from_numpy(astronaut[:48, :64].astype(np.float32)).permute(2, 0, 1)
+
+    def random_nnf(shape, shape_b):
+        return torch.stack([torch.randint(0, shape_b[0], shape, generator=g),
+                            torch.randint(0, shape_b[1], shape, generator=g)], -1).int()
+
+    nnf = random_nnf((40, 52), (48, 64))
+    for patch in (3, 5):
+        for tolerance in (None, 20.0):
+            assert torch.equal(kernels.vote(image, nnf, patch, tolerance),
+                               vote(image, nnf, patch, tolerance))
+    features = torch.randn(256, 12, 16, generator=g)
+    small = random_nnf((10, 14), (12, 16))
+    assert torch.equal(kernels.vote(features, small, 3), vote(features, small, 3))
+    for new_a, new_b in (((80, 104), (96, 128)), ((61, 97), (33, 45)), ((17, 23), (20, 30)),
+                         ((40, 52), (48, 64))):
+        assert torch.equal(kernels.resample_nnf(nnf, (48, 64), new_a, new_b),
+                           resample_nnf(nnf, (48, 64), new_a, new_b))
+    structure = torch.randn(1, 48, 64, generator=g)
+    scales = (1 / 255, 0.5 / 255, 0.7)
+    mine, reference = (f(image, image.flip(1), structure, scales)
+                       for f in (kernels.pixel_features, pixel_features))
+    assert torch.equal(mine.features, reference.features)
+    assert torch.allclose(mine.sq_norms, reference.sq_norms, rtol=1e-6)
+    assert reference.features[..., 7].abs().max() == 0

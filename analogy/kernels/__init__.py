@@ -58,6 +58,11 @@ class Kernels(Protocol):
                      new_shape_b: Shape) -> torch.Tensor:
         """`analogy.nnf.resample_nnf`; equal results on every device."""
 
+    def pixel_features(self, appearance: torch.Tensor, guide: torch.Tensor,
+                       structure: torch.Tensor, scales: Tuple[float, float, float]):
+        """`analogy.patchmatch.pixel_features`: a side of the synthesis's search, on the
+        device."""
+
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> float:
         """Σ a·b over two N×C×H×W maps of one memory layout, in an order that does not depend on
         the number of threads (the deconvolution's L-BFGS)."""

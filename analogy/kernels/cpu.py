@@ -102,13 +102,14 @@ def cost_arrays(fa, na, fb, nb, nnf, half):
 
 @njit(parallel=True, cache=True)
 def vote_arrays(source, nnf, half, tolerance2, out):
-    """Patch voting into `out` (C×H×W) of `source` (C×H_B×W_B) through `nnf` (H×W×2): the mean
-    of source[c, φ(p + d) − d] over the offsets d with p + d inside the target and φ(p + d) − d
+    """Patch voting into `out` (C×H×W) of `source` (H_B×W_B×C: a pixel's channels side by side,
+    one cache line for the scattered reads) through `nnf` (H×W×2): the mean of
+    source[φ(p + d) − d, c] over the offsets d with p + d inside the target and φ(p + d) − d
     inside the source; with `tolerance2` ≥ 0, only over the votes whose squared distance to
-    source[:, φ(p)] is at most that (the consensus vote of `analogy.nnf.vote`). Summed in
+    source[φ(p)] is at most that (the consensus vote of `analogy.nnf.vote`). Summed in
     `analogy.nnf.vote`'s order (dy, then dx) and without fast-math, so that the bytes are torch's.
     One pass, nothing allocated per tap."""
-    channels, hb, wb = source.shape
+    hb, wb, channels = source.shape
     _, h, w = out.shape
     taps = (2 * half + 1) * (2 * half + 1)
     for y in prange(h):
@@ -129,7 +130,7 @@ def vote_arrays(source, nnf, half, tolerance2, out):
                             if tolerance2 >= 0:
                                 d2 = np.float32(0.0)
                                 for c in range(channels):
-                                    diff = source[c, sy, sx] - source[c, cy, cx]
+                                    diff = source[sy, sx, c] - source[cy, cx, c]
                                     d2 += diff * diff
                                 if not d2 <= tolerance2:
                                     continue
@@ -140,8 +141,46 @@ def vote_arrays(source, nnf, half, tolerance2, out):
             for c in range(channels):
                 acc = np.float32(0.0)
                 for t in range(n):
-                    acc += source[c, ys[t], xs[t]]
+                    acc += source[ys[t], xs[t], c]
                 out[c, y, x] = acc / count
+
+
+@njit(parallel=True, cache=True)
+def resample_arrays(nnf, cell_y, offset_y, cell_x, offset_x, scale_y, scale_x, hb, wb, out):
+    """`analogy.nnf.resample_nnf` into `out` (H×W×2) from the per-axis cells and offsets of its
+    `resample_axis`: the same float64 arithmetic, so the same matches."""
+    h, w = out.shape[0], out.shape[1]
+    for y in prange(h):
+        cy = cell_y[y]
+        oy = offset_y[y]
+        for x in range(w):
+            cx = cell_x[x]
+            my = np.floor((np.float64(nnf[cy, cx, 0]) + oy + 0.5) * scale_y + 1e-6)
+            mx = np.floor((np.float64(nnf[cy, cx, 1]) + offset_x[x] + 0.5) * scale_x + 1e-6)
+            out[y, x, 0] = np.int32(min(max(my, 0.0), hb - 1.0))
+            out[y, x, 1] = np.int32(min(max(mx, 0.0), wb - 1.0))
+
+
+@njit(parallel=True, cache=True)
+def pixel_feature_arrays(appearance, guide, structure, scales, out, sq_norms):
+    """`analogy.synthesis.pixel_features` into `out` (H×W×8) and `sq_norms` (H×W) in one pass:
+    appearance, guide and structure (C×H×W) times their scales, then a zero."""
+    h, w = sq_norms.shape
+    for y in prange(h):
+        for x in range(w):
+            total = np.float32(0.0)
+            for c in range(3):
+                v = appearance[c, y, x] * scales[0]
+                out[y, x, c] = v
+                total += v * v
+            for c in range(3):
+                v = guide[c, y, x] * scales[1]
+                out[y, x, 3 + c] = v
+                total += v * v
+            v = structure[0, y, x] * scales[2]
+            out[y, x, 6] = v
+            out[y, x, 7] = np.float32(0.0)
+            sq_norms[y, x] = total + v * v
 
 
 @functools.lru_cache(maxsize=None)
@@ -211,16 +250,39 @@ class CpuKernels:
              tolerance: Optional[float] = None) -> torch.Tensor:
         if source.dtype != torch.float32:
             return torch_nnf.vote(source, nnf, patch_size, tolerance)
-        source = source.contiguous()
+        source = source.permute(1, 2, 0).contiguous()
         nnf = nnf.to(torch.int32).contiguous()
-        out = torch.empty((source.shape[0],) + tuple(nnf.shape[:2]), dtype=torch.float32)
+        out = torch.empty((source.shape[2],) + tuple(nnf.shape[:2]), dtype=torch.float32)
         tolerance2 = -1.0 if tolerance is None else float(tolerance) ** 2
         vote_arrays(source.numpy(), nnf.numpy(), patch_size // 2, np.float32(tolerance2),
                     out.numpy())
         return out
 
     def resample_nnf(self, nnf: torch.Tensor, shape_b, new_shape_a, new_shape_b) -> torch.Tensor:
-        return torch_nnf.resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
+        if tuple(nnf.shape[:2]) == tuple(new_shape_a) and tuple(shape_b) == tuple(new_shape_b):
+            return nnf.to(torch.int32).clone()  # the same sizes: each match stays
+        (cell_y, offset_y), (cell_x, offset_x) = (
+            (c.numpy(), o.numpy()) for c, o in (
+                torch_nnf.resample_axis(nnf.shape[axis], new_shape_a[axis], "cpu")
+                for axis in range(2)))
+        out = torch.empty(tuple(new_shape_a) + (2,), dtype=torch.int32)
+        resample_arrays(nnf.to(torch.int32).contiguous().numpy(), cell_y, offset_y, cell_x,
+                        offset_x, new_shape_b[0] / shape_b[0], new_shape_b[1] / shape_b[1],
+                        int(new_shape_b[0]), int(new_shape_b[1]), out.numpy())
+        return out
+
+    def pixel_features(self, appearance: torch.Tensor, guide: torch.Tensor,
+                       structure: torch.Tensor, scales: Tuple[float, float, float]):
+        from ..patchmatch import SearchFeatures
+
+        h, w = appearance.shape[-2:]
+        out = torch.empty((h, w, 8), dtype=torch.float32)
+        sq_norms = torch.empty((h, w), dtype=torch.float32)
+        pixel_feature_arrays(appearance.float().contiguous().numpy(),
+                             guide.float().contiguous().numpy(),
+                             structure.float().contiguous().numpy(),
+                             np.asarray(scales, dtype=np.float32), out.numpy(), sq_norms.numpy())
+        return SearchFeatures(out, sq_norms)
 
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> float:
         rows_a, rows_b = memory_rows(a).numpy(), memory_rows(b).numpy()

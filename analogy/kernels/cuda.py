@@ -297,6 +297,12 @@ class CudaKernels:
     def resample_nnf(self, nnf: torch.Tensor, shape_b, new_shape_a, new_shape_b) -> torch.Tensor:
         return torch_nnf.resample_nnf(nnf, shape_b, new_shape_a, new_shape_b)
 
+    def pixel_features(self, appearance: torch.Tensor, guide: torch.Tensor,
+                       structure: torch.Tensor, scales: Tuple[float, float, float]):
+        from ..patchmatch import pixel_features
+
+        return pixel_features(appearance, guide, structure, scales)
+
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> float:
         return float(torch.sum(a * b))  # torch's CUDA reductions do not depend on threads
 

@@ -141,8 +141,10 @@ class AnalogyConfig:
             synthesis_last: the same two at the last scale (the output size), where the pixels
             are most and the NNFs, upsampled from a scale that was refined, nearly settled;
             synthesis_radius: the random search's starting radius, around the upsampled match.
-        synthesis_guide_weight: weight of the A ↔ B term of the image-level cost against the
-            A′ ↔ B′ term (the paper's bidirectional term, on the pixels).
+        synthesis_guide_weight: weight of the guide term of the image-level cost (for A→B′,
+            A against B; for B→A, B′ against A′: the paper's bidirectional term, on the pixels)
+            against the appearance term (A′ against B′; B against A). Small: at 1 the searches
+            follow the other image's colours and A′'s texture turns to speckles (README).
         synthesis_structure_weight: weight of the A ↔ B′ term on their local structure (luminance
             less its local mean, over its local contrast): what pins A′'s matches to A's pixels
             at the scales the VGG levels do not see. Weighed in only for pairs of the same scene
@@ -198,7 +200,7 @@ class AnalogyConfig:
     synthesis_iterations: int = 1
     synthesis_last: Tuple[int, int] = (1, 1)
     synthesis_radius: int = 2
-    synthesis_guide_weight: float = 1.0
+    synthesis_guide_weight: float = 0.1
     synthesis_structure_weight: float = 0.5
     synthesis_vote_tolerance: float = 20.0
     final_patch_size: int = 3

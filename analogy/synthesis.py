@@ -9,14 +9,16 @@ then refined by rounds of
                                                           this scale, by consensus: never blocks)
     search: φ_a→b = PatchMatch minimising, over 5×5 patches,
                 ‖A′(p) − B′(q)‖² + w_g·‖A(p) − B(q)‖² + w_s·(S_A(p) − S_B′(q))²
-            φ_b→a = the same with the roles of (A, A′) and (B′, B) exchanged.
+            φ_b→a = PatchMatch minimising
+                ‖B(p) − A(q)‖² + w_g·‖B′(p) − A′(q)‖² + w_s·(S_B′(p) − S_A(q))²
 
 The first two terms are the paper's bidirectional cost with the images themselves as the features
 (Image Analogies and StyLit/Ebsynth's guided synthesis, with (A, B) as guides and B′ as the
-exemplar; with the votes, the expectation–maximisation of texture optimisation): the A′ ↔ B′ term
-takes B′'s appearance at B′'s own resolution, patch for patch, and makes the overlapping pieces
-agree; the A ↔ B term keeps the two NNFs consistent. Both only refine what the working size
-decided: a match one working pixel off is as cheap to them as the right one. The third term ties
+exemplar; with the votes, the expectation–maximisation of texture optimisation): the appearance
+term (A′ against B′ for φ_a→b, B against A for φ_b→a) takes the exemplar's look at its own
+resolution, patch for patch, and makes the overlapping pieces agree; the guide term, weighed
+lightly, keeps the two NNFs consistent. Both only refine what the working size decided: a match
+one working pixel off is as cheap to them as the right one. The third term ties
 A's detail at this scale to B′'s: S is the local structure (luminance less its local mean, over
 its local contrast), which compares a photo's edges with a painting's whatever their colours, so
 that a window too small for the working size comes back as a dark stroke of B′ where A has it.
@@ -216,17 +218,19 @@ class Synthesis:
             a_prime = (kernels.vote(b_prime, self.nnf_ab, vote, tolerance) if grow_ab
                        else self.a_prime)
             b = kernels.vote(a, self.nnf_ba, vote, tolerance) if grow_ba else self.b
-            side_a = kernels.pixel_features(a_prime, a, structure_a, scales)  # [A′, A, S(A)]
-            side_b = kernels.pixel_features(b_prime, b, structure_b, scales)  # [B′, B, S(B′)]
-            del a_prime, b
             seed = config.seed + 104729 * (index + 1) + 7 * round_
+            # each direction's own output is its appearance term; the other's is the guide term
             if grow_ab and round_ < plan_ab[0]:
-                self.nnf_ab, _ = kernels.search(side_a, side_b, self.nnf_ab, patch, plan_ab[1],
-                                                config.synthesis_radius, seed)
+                self.nnf_ab, _ = kernels.search(
+                    kernels.pixel_features(a_prime, a, structure_a, scales),  # [A′, A, S(A)]
+                    kernels.pixel_features(b_prime, b, structure_b, scales),  # [B′, B, S(B′)]
+                    self.nnf_ab, patch, plan_ab[1], config.synthesis_radius, seed)
             if grow_ba and round_ < plan_ba[0]:
-                self.nnf_ba, _ = kernels.search(side_b, side_a, self.nnf_ba, patch, plan_ba[1],
-                                                config.synthesis_radius, seed + 1)
-            del side_a, side_b
+                self.nnf_ba, _ = kernels.search(
+                    kernels.pixel_features(b, b_prime, structure_b, scales),  # [B, B′, S(B′)]
+                    kernels.pixel_features(a, a_prime, structure_a, scales),  # [A, A′, S(A)]
+                    self.nnf_ba, patch, plan_ba[1], config.synthesis_radius, seed + 1)
+            del a_prime, b
         if index == self.steps_a - 1:
             self.a_prime = kernels.vote(b_prime, self.nnf_ab, vote, tolerance)
             self.source_b = scale.shape_b

@@ -47,6 +47,7 @@ class Level:
     radius: Optional[int]  # starting radius of the random search (None: the whole map)
     iterations: int  # PatchMatch iterations
     deconv_iterations: int  # most L-BFGS iterations deconvolving to the level below (0 at relu1_1)
+    deconv_layers_down: int  # where that deconvolution's variable lives: 1 or 2 levels down
     alpha: Optional[float]  # α of the fusion that makes this level's features (None at relu5_1)
     seed: int  # seed of the A→B′ search (B′→A uses seed + 1)
 
@@ -114,8 +115,10 @@ class AnalogyConfig:
             score as the original's 100 do, within another seed's spread, in a quarter of the
             time (README, Performance).
         deconv_layers_down: 2 optimises relu(L-2)_1 (or the image) and passes it through the
-            sub-network to relu(L-1)_1, as the original does; 1 optimises relu(L-1)_1 itself, a
-            third cheaper per iteration but further from the original's results.
+            sub-network to relu(L-1)_1, as the original does; 1 optimises relu(L-1)_1 itself,
+            cheaper per iteration but further from the original's results. A tuple gives one
+            value per deconvolution (relu5_1 → relu4_1 first); one level down at the two finest
+            cost 7–10 % of the style score on the development pairs (README, Performance).
         deconv_start: where the variable starts. "voted": the appearance image's map at that
             level (B′'s for A′, A's for B) voted through the NNF resampled to it, as the original
             does since July 2017; "structure": the structure image's own map (A's for A′, B′'s for
@@ -187,7 +190,7 @@ class AnalogyConfig:
     tau: float = 0.05
 
     deconv_iterations: Union[int, Tuple[int, ...]] = (10, 10, 50, 50)
-    deconv_layers_down: int = 2
+    deconv_layers_down: Union[int, Tuple[int, ...]] = 2
     deconv_start: str = "voted"
     deconv_history: int = 4
     deconv_tolerance: float = 0.0
@@ -202,7 +205,7 @@ class AnalogyConfig:
     synthesis_radius: int = 2
     synthesis_guide_weight: float = 0.1
     synthesis_structure_weight: float = 0.5
-    synthesis_vote_tolerance: float = 20.0
+    synthesis_vote_tolerance: float = 10.0
     final_patch_size: int = 3
 
     photo: bool = False
@@ -272,8 +275,13 @@ class AnalogyConfig:
         _check(len(counts) == len(LEVEL_NAMES) - 1 and all(_is_int(n) and n >= 0 for n in counts),
                "deconv_iterations", "a whole number ≥ 0, or one per deconvolution "
                f"({len(LEVEL_NAMES) - 1}, relu5_1 → relu4_1 first)", self.deconv_iterations)
-        _check(self.deconv_layers_down in (1, 2) and _is_int(self.deconv_layers_down),
-               "deconv_layers_down", "1 or 2", self.deconv_layers_down)
+        if isinstance(self.deconv_layers_down, list):
+            object.__setattr__(self, "deconv_layers_down", tuple(self.deconv_layers_down))
+        downs = self._per_deconvolution(self.deconv_layers_down)
+        _check(len(downs) == len(LEVEL_NAMES) - 1
+               and all(_is_int(n) and n in (1, 2) for n in downs),
+               "deconv_layers_down", "1 or 2, or one per deconvolution "
+               f"({len(LEVEL_NAMES) - 1}, relu5_1 → relu4_1 first)", self.deconv_layers_down)
         _check(_is_int(self.deconv_history) and self.deconv_history >= 1, "deconv_history",
                "a whole number ≥ 1", self.deconv_history)
         _check(_is_number(self.deconv_tolerance) and self.deconv_tolerance >= 0, "deconv_tolerance",
@@ -311,17 +319,24 @@ class AnalogyConfig:
 
     def _deconv_counts(self) -> Tuple[int, ...]:
         """deconv_iterations as one count per deconvolution, relu5_1 → relu4_1 first."""
-        if isinstance(self.deconv_iterations, tuple):
-            return self.deconv_iterations
-        return (self.deconv_iterations,) * (len(LEVEL_NAMES) - 1)
+        return self._per_deconvolution(self.deconv_iterations)
+
+    @staticmethod
+    def _per_deconvolution(value) -> Tuple:
+        """A setting of the deconvolutions as one value per deconvolution (relu5_1 → relu4_1
+        first): a tuple as it is, one value repeated."""
+        if isinstance(value, tuple):
+            return value
+        return (value,) * (len(LEVEL_NAMES) - 1)
 
     def levels(self) -> Tuple[Level, ...]:
         """The per-level facts, from relu5_1 (coarsest) to relu1_1."""
         count = len(LEVEL_NAMES)
         deconv = self._deconv_counts() + (0,)  # relu1_1 deconvolves nothing
+        downs = self._per_deconvolution(self.deconv_layers_down) + (1,)
         return tuple(
             Level(name, count - index, self.patch_sizes[index], self.radii[index],
-                  self.iterations[index], deconv[index],
+                  self.iterations[index], deconv[index], downs[index],
                   None if index == 0 else self.alphas[index - 1],
                   self.seed + 7919 * (count - index))
             for index, name in enumerate(LEVEL_NAMES)

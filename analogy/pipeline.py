@@ -458,15 +458,15 @@ class _Pyramid:
         B′) or B's ("ba", structure B′, appearance A).
 
         The appearance image's map at `level` is warped by the NNF (patch voting), deconvolved to
-        `below`, starting from the structure image's own map `deconv_layers_down` levels below
-        `level` as the original does, and fused with the structure image's own map at `below`.
+        `below` from `level.deconv_layers_down` levels below `level` (two in the original), and
+        fused with the structure image's own map at `below`.
         """
         config = self.config
         with self.clock("deconvolution", level.name, f"deconv_{direction}_s"):
             warped = self.kernels.vote(appearance[level.layer][0], nnf, level.patch_size)[None]
             start = self.deconv_start(level, nnf, structure, appearance)
             deconvolved, info = deconvolve(
-                self.vgg, level.layer, warped, start, config.deconv_layers_down,
+                self.vgg, level.layer, warped, start, level.deconv_layers_down,
                 level.deconv_iterations, config.deconv_history, config.deconv_tolerance,
                 config.deconv_gradient_tolerance, self.bfloat16, self.kernels.dot,
             )
@@ -483,7 +483,7 @@ class _Pyramid:
         """Where the deconvolution's variable starts, `deconv_layers_down` levels below `level`:
         the structure image's own map there, or (deconv_start "voted") the appearance image's
         map there voted through the NNF resampled to that level's grid."""
-        lower = level.layer - self.config.deconv_layers_down
+        lower = level.layer - level.deconv_layers_down
         if self.config.deconv_start == "structure":
             return structure[lower]
         resampled = self.resample(nnf, appearance[level.layer], structure[lower], appearance[lower])

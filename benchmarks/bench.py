@@ -5,6 +5,10 @@
   python benchmarks/bench.py --pair painting face sketch --sizes 224 --skip-quality --skip-identity
   python benchmarks/bench.py --pair my_a.png my_b.png --device cuda
   python benchmarks/bench.py --sizes 224 --set deconv_iterations=25   # a lever, measured
+  python benchmarks/bench.py --sizes 224 --against deconv_iterations=25
+                                                    # beside another setting, in the same run
+                                                    # (by default: beside the previous default)
+  python benchmarks/bench.py --sizes 224 --threads 1 2 --skip-quality --skip-identity
   python benchmarks/bench.py --batch --sizes 224    # local worker processes against Ray workers
   python benchmarks/bench.py --manifest --sizes 224 --skip-quality --skip-identity
                                                     # the 13 development pairs
@@ -60,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import analogy  # noqa: E402
+from analogy.executor_base import set_threads  # noqa: E402
 from analogy.features import load_vgg  # noqa: E402
 from analogy.kernels import kernels_for, resolve_device  # noqa: E402
 from analogy.kernels.cpu import CpuKernels  # noqa: E402
@@ -75,6 +80,9 @@ PAIRS = {
     "sketch": ("carcassonne_sketch.png", "carcassonne_photo.png"),
 }
 QUALITY_LEVELS = ("relu5_1", "relu4_1", "relu3_1")
+#: The default deconvolution before issue 31 (README, Performance), which `--against` measures
+#: each run beside unless told otherwise.
+PREVIOUS_DEFAULT = ["deconv_iterations=(10,10,50,50)", "deconv_layers_down=2"]
 #: The development pairs: a manifest `analogy batch` reads, with the kind of each pair and the
 #: blend level the original recommends for it.
 MANIFEST = SHARED / "pairs.csv"
@@ -311,8 +319,14 @@ def make_config(args, size: int, device: torch.device) -> analogy.AnalogyConfig:
     return settle(config, args.preview, parse_set(args.set))
 
 
-def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.device) -> Dict:
-    config = make_config(args, size, device)
+def against_config(args, size: int, device: torch.device) -> analogy.AnalogyConfig:
+    """The configuration `--against` compares with: the measured one with its fields changed."""
+    return make_config(args, size, device).replace(**parse_set(args.against))
+
+
+def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.device,
+             config: Optional[analogy.AnalogyConfig] = None) -> Dict:
+    config = config or make_config(args, size, device)
     ia, ib = resize_input(a, size, args.keep_aspect), resize_input(b, size, args.keep_aspect)
     recorder = SearchRecorder()
     if device.type == "cuda":
@@ -337,9 +351,9 @@ def run_size(vgg, a: np.ndarray, b: np.ndarray, size: int, args, device: torch.d
         row["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     row["quality"] = quality_scores(result.a_prime, result.b, ia, ib).as_dict()
     flops = 0.0
-    for lv, level in zip(result.levels, range(5, 1, -1)):
+    for lv, level in zip(result.levels, config.levels()[:-1]):
         for direction, working in (("ab", result.working_size_a), ("ba", result.working_size_b)):
-            flops += deconv_flops(vgg, level, config.deconv_layers_down, working,
+            flops += deconv_flops(vgg, level.layer, level.deconv_layers_down, working,
                                   lv[f"deconv_{direction}_evaluations"])
     row["deconv_precision"] = ("bfloat16" if deconv_in_bfloat16(config, kernels_for(device))
                                else "float32")
@@ -527,6 +541,12 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="the --preview setting (before --set)")
     parser.add_argument("--set", nargs="*", metavar="FIELD=VALUE",
                         help="AnalogyConfig fields, e.g. deconv_iterations=25")
+    parser.add_argument("--against", nargs="*", metavar="FIELD=VALUE", default=PREVIOUS_DEFAULT,
+                        help="also run each size with these fields changed and print the ratio "
+                             "of the end-to-end times [default: the previous default, "
+                             f"{' '.join(PREVIOUS_DEFAULT)}; --against alone: no such run]")
+    parser.add_argument("--threads", nargs="+", type=int,
+                        help="run each size at each of these thread counts (torch and Numba)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--batch", action="store_true",
                         help="instead: a 6-pair batch with 2 local worker processes and with 2 Ray "
@@ -581,10 +601,27 @@ def main(argv: Optional[List[str]] = None) -> None:
                   + f"; the deconvolution runs in {'bfloat16' if bf16 else 'float32'}")
         rows = []
         for size in args.sizes:
-            row = run_size(vgg, a, b, size, args, device)
-            print_row(row, conv)
-            rows.append(row)
-        if len(rows) > 1:
+            for threads in args.threads or [None]:
+                if threads is not None:
+                    set_threads(threads)
+                    print(f"\n-- {threads} thread{'s' if threads > 1 else ''}")
+                row = run_size(vgg, a, b, size, args, device)
+                row["threads"] = torch.get_num_threads()
+                print_row(row, conv)
+                if args.against:
+                    base = run_size(vgg, a, b, size, args, device,
+                                    against_config(args, size, device))
+                    quality = ", ".join(f"{k} {v:.3f}" for k, v in base["quality"].items())
+                    print(f"   against {' '.join(args.against)}: end to end "
+                          f"{base['wall_s']:.2f} s, deconvolution {base['deconv_gflop']:.0f} "
+                          f"GFLOP; this setting takes {row['wall_s'] / base['wall_s']:.2f}× its "
+                          f"time and {row['deconv_gflop'] / base['deconv_gflop']:.2f}× its "
+                          f"deconvolution work; its quality: {quality}")
+                    row["against"] = {"settings": args.against, **base}
+                rows.append(row)
+            if args.threads:
+                set_threads(max(args.threads))
+        if len(args.sizes) > 1 and not args.threads:
             base = rows[0]
             growth = ", ".join(f"{r['size']}: {r['wall_s'] / base['wall_s']:.2f}× for "
                                f"{(r['size'] / base['size']) ** 2:.0f}× pixels" for r in rows[1:])

@@ -1,4 +1,5 @@
 """AnalogyConfig: every field validated with a one-line message, `replace`, and the level table."""
+import numpy as np
 import pytest
 
 from analogy import LEVEL_NAMES, AnalogyConfig, ConfigError
@@ -24,6 +25,8 @@ from analogy import LEVEL_NAMES, AnalogyConfig, ConfigError
     ("deconv_iterations", (50, 50), "one per deconvolution (4, relu5_1 → relu4_1 first)"),
     ("deconv_iterations", (50, 50, 50, -1), "deconv_iterations must be a whole number ≥ 0"),
     ("deconv_layers_down", 3, "deconv_layers_down must be 1 or 2"),
+    ("deconv_layers_down", (1, 3, 2, 2), "deconv_layers_down must be 1 or 2, or one per"),
+    ("deconv_layers_down", (1, 2), "one per deconvolution (4, relu5_1 → relu4_1 first)"),
     ("deconv_tolerance", -0.1, "deconv_tolerance must be a number ≥ 0"),
     ("deconv_gradient_tolerance", float("inf"), "deconv_gradient_tolerance must be a number ≥ 0"),
     ("deconv_start", "image", "deconv_start must be voted or structure"),
@@ -62,6 +65,23 @@ def test_deconvolution_iterations_per_level():
     config = AnalogyConfig(deconv_iterations=[0, 10, 20, 30])
     assert config.deconv_iterations == (0, 10, 20, 30)
     assert [level.deconv_iterations for level in config.levels()] == [0, 10, 20, 30, 0]
+
+
+def test_deconvolution_depth_per_level_reaches_the_run(astronaut):
+    """deconv_layers_down takes one value per deconvolution too, and a run follows it: the
+    relu5_1 deconvolution one level down evaluates a smaller sub-network than two down, so its
+    loss starts elsewhere, and the identity analogy still gives the image back."""
+    import analogy
+
+    config = AnalogyConfig(deconv_layers_down=[1, 1, 2, 2])
+    assert [level.deconv_layers_down for level in config.levels()][:4] == [1, 1, 2, 2]
+    image = astronaut[::8, ::8]
+    one, two = (analogy.analogy(image, image[:, ::-1], size=48, deconv_iterations=2,
+                                deconv_layers_down=down) for down in ([1, 1, 2, 2], 2))
+    assert one.levels[0]["deconv_ab_loss"][0] != two.levels[0]["deconv_ab_loss"][0]
+    same = analogy.analogy(image, image, size=48, deconv_iterations=2,
+                           deconv_layers_down=[1, 1, 2, 2])
+    assert np.array_equal(same.a_prime, image)
 
 
 def test_replace_can_clear_a_field_and_refuses_unknown_ones():

@@ -64,7 +64,8 @@ def test_photo_mode_is_closer_to_the_true_answer(graded_pair):
           f"{g_raw:.2f} → {g_ref:.2f} (true A′: {g_truth:.2f}); refinement "
           f"{result.timings['refinement']:.2f}s")
     assert p_ref > p_raw + 3.0
-    assert g_ref > g_raw + 0.2 and g_ref > 0.9
+    # the refinement removes most of what is left of the raw A′'s gradient mismatch with A
+    assert g_ref > 0.95 and 1 - g_ref < 0.25 * (1 - g_raw)
     # B is refined too, with B′ as its structure
     assert result.b.shape == b_prime.shape and not np.array_equal(result.b, result.b_raw)
     assert "refinement" in result.timings

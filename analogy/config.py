@@ -167,6 +167,13 @@ class AnalogyConfig:
         confidence_sigma: scale of AnalogyResult.confidence(), as a fraction of the image's long
             side: a round trip A → B′ → A that misses the start by d pixels gets exp(−d²/2σ²).
             0.01 is 10 px on a 1000-px image, about two working pixels at the default ratio.
+    Video (`analogy.video`; frames after the first start warm from the previous frame, see
+    analogy/temporal.py):
+        video_iterations: PatchMatch iterations per level of a warm frame (the searches start
+            from the previous frame's NNFs carried along the optical flow).
+        video_deconv_iterations: the most L-BFGS iterations per deconvolution of a warm frame
+            (from the previous frame's variable), one value or one per deconvolution.
+        video_synthesis_rounds: vote-and-search rounds per synthesis scale of a warm frame.
     Other:
         seed: seeds the PatchMatch random search (0 ≤ seed < 2**62); same inputs, options and seed
             give the same output on the same device.
@@ -207,6 +214,10 @@ class AnalogyConfig:
     synthesis_structure_weight: float = 0.5
     synthesis_vote_tolerance: float = 10.0
     final_patch_size: int = 3
+
+    video_iterations: int = 2
+    video_deconv_iterations: Union[int, Tuple[int, ...]] = (2, 2, 10, 10)
+    video_synthesis_rounds: int = 1
 
     photo: bool = False
     wls_lambda: float = 0.8
@@ -275,6 +286,17 @@ class AnalogyConfig:
         _check(len(counts) == len(LEVEL_NAMES) - 1 and all(_is_int(n) and n >= 0 for n in counts),
                "deconv_iterations", "a whole number ≥ 0, or one per deconvolution "
                f"({len(LEVEL_NAMES) - 1}, relu5_1 → relu4_1 first)", self.deconv_iterations)
+        if isinstance(self.video_deconv_iterations, list):
+            object.__setattr__(self, "video_deconv_iterations",
+                               tuple(self.video_deconv_iterations))
+        counts = self._per_deconvolution(self.video_deconv_iterations)
+        _check(len(counts) == len(LEVEL_NAMES) - 1 and all(_is_int(n) and n >= 0 for n in counts),
+               "video_deconv_iterations", "a whole number ≥ 0, or one per deconvolution "
+               f"({len(LEVEL_NAMES) - 1}, relu5_1 → relu4_1 first)", self.video_deconv_iterations)
+        _check(_is_int(self.video_iterations) and self.video_iterations >= 0, "video_iterations",
+               "a whole number ≥ 0", self.video_iterations)
+        _check(_is_int(self.video_synthesis_rounds) and self.video_synthesis_rounds >= 1,
+               "video_synthesis_rounds", "a whole number ≥ 1", self.video_synthesis_rounds)
         if isinstance(self.deconv_layers_down, list):
             object.__setattr__(self, "deconv_layers_down", tuple(self.deconv_layers_down))
         downs = self._per_deconvolution(self.deconv_layers_down)
@@ -329,14 +351,17 @@ class AnalogyConfig:
             return value
         return (value,) * (len(LEVEL_NAMES) - 1)
 
-    def levels(self) -> Tuple[Level, ...]:
-        """The per-level facts, from relu5_1 (coarsest) to relu1_1."""
+    def levels(self, warm: bool = False) -> Tuple[Level, ...]:
+        """The per-level facts, from relu5_1 (coarsest) to relu1_1; `warm`: of a video frame that
+        starts from the previous one (video_iterations, video_deconv_iterations)."""
         count = len(LEVEL_NAMES)
-        deconv = self._deconv_counts() + (0,)  # relu1_1 deconvolves nothing
+        deconv = (self._per_deconvolution(self.video_deconv_iterations) if warm
+                  else self._deconv_counts()) + (0,)  # relu1_1 deconvolves nothing
+        iterations = (self.video_iterations,) * count if warm else self.iterations
         downs = self._per_deconvolution(self.deconv_layers_down) + (1,)
         return tuple(
             Level(name, count - index, self.patch_sizes[index], self.radii[index],
-                  self.iterations[index], deconv[index], downs[index],
+                  iterations[index], deconv[index], downs[index],
                   None if index == 0 else self.alphas[index - 1],
                   self.seed + 7919 * (count - index))
             for index, name in enumerate(LEVEL_NAMES)

@@ -29,6 +29,9 @@ class DeconvInfo:
     initial_loss: float
     final_loss: float
     evaluations: int
+    #: the optimised variable at its end (at level `level − layers_down`): where the next video
+    #: frame's deconvolution starts (analogy.temporal)
+    variable: Optional[torch.Tensor] = None
 
 
 def deconvolve(
@@ -168,7 +171,7 @@ def deconvolve(
             if losses[-2] - losses[-1] < tolerance * losses[-2]:
                 break
         result = features(x).contiguous()
-    return result, DeconvInfo(losses[0] * relative, loss * relative, evaluations)
+    return result, DeconvInfo(losses[0] * relative, loss * relative, evaluations, x)
 
 
 def _total(x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ from .nnf import consistency_confidence, identity_nnf
 from .patchmatch import SearchFeatures, prepare
 from .refinement import refine_photos
 from .synthesis import Scale, Synthesis, output_shape, scales
+from .temporal import Continuity, NoContinuity
 
 Shape = Tuple[int, int]
 T = TypeVar("T")
@@ -198,17 +199,21 @@ def run_analogy(
     on_search: SearchObserver = None,
     cache: Optional[FeatureCache] = None,
     keys: Tuple[Optional[tuple], Optional[tuple]] = (None, None),
+    continuity: Optional[Continuity] = None,
 ) -> AnalogyResult:
     """Deep Image Analogy of A (structure) and B′ (appearance), both H×W×3 uint8 arrays.
 
     With a `cache`, the VGG maps of an image with a key in `keys` (for A, for B′) are taken from it,
-    or computed once and stored there under (key, working size).
+    or computed once and stored there under (key, working size). With a `continuity` (a video
+    frame, see analogy/temporal.py), the searches and deconvolutions start from the previous
+    frame's where it holds one, and what this frame ends with is kept in `continuity.memory`.
     """
     device = resolve_device(config.device)
     kernels = kernels_for(device, config.band_height)
     vgg = vgg if vgg is not None else load_vgg(config.weights, str(device))
     sizes = plan(image_a.shape[:2], image_b.shape[:2], config)
-    run = _Run(image_a, image_b, sizes, config, vgg, kernels, progress or (lambda _: None))
+    run = _Run(image_a, image_b, sizes, config, vgg, kernels, progress or (lambda _: None),
+               continuity or NoContinuity())
     with kernels.deterministic(), torch.no_grad():
         state = _out_of_memory_said(lambda: run.analyse(on_search, cache, keys), kernels,
                                     lambda failure, free: _working_out_of_memory(sizes, failure,
@@ -409,10 +414,10 @@ class _Pyramid:
 
     def __init__(self, config: AnalogyConfig, vgg: VGG19Features, kernels: Kernels,
                  fa: List[torch.Tensor], fb: List[torch.Tensor], clock: _Clock,
-                 on_search: SearchObserver) -> None:
+                 on_search: SearchObserver, temporal: Continuity) -> None:
         self.config, self.vgg, self.kernels = config, vgg, kernels
         self.fa, self.fb = fa, fb
-        self.clock, self.on_search = clock, on_search
+        self.clock, self.on_search, self.temporal = clock, on_search, temporal
         self.bfloat16 = deconv_in_bfloat16(config, kernels)
 
     def start(self, top: Level) -> LevelState:
@@ -422,11 +427,16 @@ class _Pyramid:
                           identity_nnf(shape_b, shape_a, fa.device))
 
     def step(self, level: Level, state: LevelState, below: Optional[Level]) -> LevelState:
-        """The NNFs at `level` both ways, then (unless it is the finest) the state of `below`."""
+        """The NNFs at `level` both ways, then (unless it is the finest) the state of `below`. (A
+        video frame starts each search from the previous frame's NNF where it holds.)"""
         side_a = prepare(self.fa[level.layer], state.a_prime)  # [F_A, F_A′]
         side_b = prepare(state.b, self.fb[level.layer])  # [F_B, F_B′]
-        nnf_ab = self.search(level, "ab", side_a, side_b, state.nnf_ab)
-        nnf_ba = self.search(level, "ba", side_b, side_a, state.nnf_ba)
+        nnf_ab = self.search(level, "ab", side_a, side_b,
+                             self.temporal.nnf(level.name, "ab", state.nnf_ab, side_b.shape))
+        nnf_ba = self.search(level, "ba", side_b, side_a,
+                             self.temporal.nnf(level.name, "ba", state.nnf_ba, side_a.shape))
+        self.temporal.keep_nnf(level.name, "ab", nnf_ab)
+        self.temporal.keep_nnf(level.name, "ba", nnf_ba)
         if below is None:
             return LevelState(state.a_prime, state.b, nnf_ab, nnf_ba)
         return LevelState(
@@ -464,13 +474,15 @@ class _Pyramid:
         config = self.config
         with self.clock("deconvolution", level.name, f"deconv_{direction}_s"):
             warped = self.kernels.vote(appearance[level.layer][0], nnf, level.patch_size)[None]
-            start = self.deconv_start(level, nnf, structure, appearance)
+            start = self.temporal.variable(level.name, direction,
+                                           self.deconv_start(level, nnf, structure, appearance))
             deconvolved, info = deconvolve(
                 self.vgg, level.layer, warped, start, level.deconv_layers_down,
                 level.deconv_iterations, config.deconv_history, config.deconv_tolerance,
                 config.deconv_gradient_tolerance, self.bfloat16, self.kernels.dot,
             )
         raise_if_interrupted()
+        self.temporal.keep_variable(level.name, direction, info.variable)
         self.clock.note(level.name, f"deconv_{direction}_loss",
                         (info.initial_loss, info.final_loss))
         self.clock.note(level.name, f"deconv_{direction}_evaluations", info.evaluations)
@@ -506,9 +518,10 @@ class _Run:
 
     def __init__(self, image_a: np.ndarray, image_b: np.ndarray, sizes: Plan,
                  config: AnalogyConfig, vgg: VGG19Features, kernels: Kernels,
-                 progress: Callable[[str], None]) -> None:
+                 progress: Callable[[str], None], temporal: Continuity) -> None:
         self.image_a, self.image_b, self.sizes = image_a, image_b, sizes
         self.config, self.vgg, self.kernels, self.progress = config, vgg, kernels, progress
+        self.temporal = temporal
         self.clock = _Clock()
         self.started = time.perf_counter()
 
@@ -525,8 +538,9 @@ class _Run:
         with clock("features"):
             fa = _features(self.vgg, self.image_a, sizes.working_a, cache, keys[0])
             fb = _features(self.vgg, self.image_b, sizes.working_b, cache, keys[1])
-        pyramid = _Pyramid(self.config, self.vgg, self.kernels, fa, fb, clock, on_search)
-        levels = self.config.levels()
+        pyramid = _Pyramid(self.config, self.vgg, self.kernels, fa, fb, clock, on_search,
+                           self.temporal)
+        levels = self.config.levels(warm=self.temporal.warm)
         state = pyramid.start(levels[0])
         for level, below in zip(levels, levels[1:] + (None,)):
             self.stage(f"{level.name}: PatchMatch"
@@ -547,7 +561,7 @@ class _Run:
         synthesis = Synthesis(config, kernels, _resize, image_a, image_b,
                               Scale(sizes.working_a, sizes.working_b),
                               Scale(sizes.output_a, sizes.output_b), state.nnf_ab, state.nnf_ba,
-                              self.coarse_cost())
+                              self.coarse_cost(), self.temporal)
         for index, ((ha, wa), (hb, wb)) in enumerate(synthesis.scales):
             self.stage(f"scale {index + 1}/{len(synthesis.scales)}: A′ {wa}×{ha}, B {wb}×{hb}: "
                        "voting and PatchMatch")

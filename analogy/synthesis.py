@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from .config import AnalogyConfig
 from .kernels import Kernels
 from .reconstruction import to_image
+from .temporal import Continuity, NoContinuity
 
 Shape = Tuple[int, int]
 #: Rec. 601 luma weights.
@@ -140,9 +141,11 @@ class Synthesis:
     def __init__(self, config: AnalogyConfig, kernels: Kernels,
                  resize: Callable[[np.ndarray, Shape], np.ndarray], image_a: np.ndarray,
                  image_b: np.ndarray, working: Scale, output: Scale, nnf_ab: torch.Tensor,
-                 nnf_ba: torch.Tensor, coarse_cost: float = 0.0) -> None:
+                 nnf_ba: torch.Tensor, coarse_cost: float = 0.0,
+                 temporal: Optional[Continuity] = None) -> None:
         """`coarse_cost`: the mean patch cost the relu5_1 searches ended at (see
-        `structure_weight`)."""
+        `structure_weight`); `temporal`: a video frame's warm starts (analogy/temporal.py)."""
+        self.temporal = temporal or NoContinuity()
         self.config, self.kernels, self.resize = config, kernels, resize
         self.weights = (config.synthesis_guide_weight,
                         structure_weight(config.synthesis_structure_weight, coarse_cost))
@@ -200,6 +203,11 @@ class Synthesis:
         if grow_ba:
             self.nnf_ba = kernels.resample_nnf(self.nnf_ba, before.shape_a, scale.shape_b,
                                                scale.shape_a)
+        key = f"scale{index + 1}"
+        if grow_ab:
+            self.nnf_ab = self.temporal.nnf(key, "ab", self.nnf_ab, scale.shape_b)
+        if grow_ba:
+            self.nnf_ba = self.temporal.nnf(key, "ba", self.nnf_ba, scale.shape_a)
         scales = feature_scales(self.weights)
         patch, vote = config.synthesis_patch_size, config.final_patch_size
         tolerance = config.synthesis_vote_tolerance
@@ -213,6 +221,9 @@ class Synthesis:
                    else (config.synthesis_rounds, config.synthesis_iterations))
         plan_ba = (config.synthesis_last if index == self.steps_b - 1
                    else (config.synthesis_rounds, config.synthesis_iterations))
+        if self.temporal.warm:  # a video frame that starts from the previous one
+            plan_ab = (min(plan_ab[0], config.video_synthesis_rounds), plan_ab[1])
+            plan_ba = (min(plan_ba[0], config.video_synthesis_rounds), plan_ba[1])
         rounds = max(plan_ab[0] if grow_ab else 0, plan_ba[0] if grow_ba else 0)
         for round_ in range(rounds):
             a_prime = (kernels.vote(b_prime, self.nnf_ab, vote, tolerance) if grow_ab
@@ -231,6 +242,10 @@ class Synthesis:
                     kernels.pixel_features(a, a_prime, structure_a, scales),  # [A, A′, S(A)]
                     self.nnf_ba, patch, plan_ba[1], config.synthesis_radius, seed + 1)
             del a_prime, b
+        if grow_ab:
+            self.temporal.keep_nnf(key, "ab", self.nnf_ab)
+        if grow_ba:
+            self.temporal.keep_nnf(key, "ba", self.nnf_ba)
         if index == self.steps_a - 1:
             self.a_prime = kernels.vote(b_prime, self.nnf_ab, vote, tolerance)
             self.source_b = scale.shape_b

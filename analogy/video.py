@@ -128,11 +128,10 @@ def _job(clip: Clip, b_prime: PathLike, config: AnalogyConfig, video_rate) -> di
     identity = (_digest(source) if clip.kind == "video"
                 else [(n, (source / n).stat().st_size) for n in clip.files])
     options = {k: v for k, v in vars(config).items() if k not in ("device", "alphas")}
-    return {"input": str(source.resolve()), "frames": list(clip.names),
-            "shape": list(clip.shape), "input_identity": identity,
-            "style": _digest(Path(b_prime)), "options": json.loads(json.dumps(options,
-                                                                             default=str)),
-            "rate": None if video_rate is None else str(video_rate)}
+    job = {"input": str(source.resolve()), "frames": clip.names, "shape": clip.shape,
+           "input_identity": identity, "style": _digest(Path(b_prime)), "options": options,
+           "rate": None if video_rate is None else str(video_rate)}
+    return json.loads(json.dumps(job, default=str))  # as it reads back from its file
 
 
 def _work_folder(output: Path) -> Path:

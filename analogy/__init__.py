@@ -3,6 +3,7 @@
     >>> import analogy
     >>> result = analogy.analogy("photo.png", "painting.png")
     >>> result.a_prime  # the photo's layout in the painting's look, H×W×3 uint8
+    >>> analogy.video_analogy("clip.mp4", "painting.png", "clip_painted.mp4")  # a video
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .metrics import QualityScores, contextual_similarity, quality_scores, struc
 from .pipeline import AnalogyResult, Progress, run_analogy, working_size
 from .results import save_result
 from .runner import Analogy, analogy
+from .video import VideoAnalogy, VideoResult, video as video_analogy
 
 __all__ = [
     "Analogy", "AnalogyConfig", "AnalogyResult", "analogy", "load_image", "save_result",
@@ -34,5 +36,6 @@ __all__ = [
     "working_size", "batch", "Pair", "PairOutcome", "pairs_from_lists", "pairs_from_manifest",
     "FeatureCache", "resolve_device", "run_analogy", "VGG19Features", "load_vgg", "Progress",
     "image_io", "QualityScores", "contextual_similarity", "quality_scores", "structure_distance",
+    "VideoAnalogy", "VideoResult", "video_analogy",
 ]
 __version__ = "0.1.0"

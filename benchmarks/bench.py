@@ -13,6 +13,7 @@
   python benchmarks/bench.py --manifest --sizes 224 --skip-quality --skip-identity
                                                     # the 13 development pairs
   python benchmarks/bench.py --large                # the 12-MP case: full-resolution output
+  python benchmarks/bench.py --video                # the video case: flicker and time per frame
 
 For each working size S, both inputs are first resized to S·2 × S·2 (so S = 224 is exactly the
 448×448-pair-at-ratio-0.5 case; `--keep-aspect` keeps their shapes, long side 2·S instead) and
@@ -24,6 +25,11 @@ carcassonne_photo.png (4096×3072) with The Starry Night (3008×2400), both enla
 from ../shared/images, at the default settings with the outputs at the inputs' sizes and at the
 working size (the ratio of the two wall times), and the same photo with eilean_donan.png ×4
 (2720×1812) in photo mode: time per stage, peak RSS, block seams and fine detail of A′ and B.
+
+`--video` measures the video case: a 12-frame 256×192 camera pan moving 3 px a frame across
+examples/skyline.jpg, styled as The Starry Night, made one frame at a time with `analogy` and as a
+video (`analogy.video`), same seed: the temporal error (mean |O_t − O_{t−1} moved by the pan| on
+the overlap) and the time per frame after the first, each and as video / one-by-one ratios.
 
 Printed and written to JSON per size:
   * quality scores of the result (analogy.metrics): style CX(A′, B′), CX(B, A) and structure;
@@ -519,6 +525,63 @@ def large_figures(vgg, device: torch.device, seed: int) -> List[Dict]:
     return rows
 
 
+def pan(photo: np.ndarray, count: int, shape: Tuple[int, int], step: int) -> List[np.ndarray]:
+    """`count` frames of a camera pan of `shape` moving `step` px a frame to the right across
+    `photo` (enlarged, Lanczos, as needed): frame t shows at (y, x) what t − 1 showed at
+    (y, x + step)."""
+    h, w = shape
+    scale = max(h / photo.shape[0], (w + step * (count - 1)) / photo.shape[1])
+    size = (int(np.ceil(photo.shape[1] * scale)), int(np.ceil(photo.shape[0] * scale)))
+    big = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.LANCZOS))
+    top = (big.shape[0] - h) // 2
+    return [np.ascontiguousarray(big[top:top + h, step * t:step * t + w]) for t in range(count)]
+
+
+def temporal_error(frames: List[np.ndarray], step: int) -> float:
+    """Mean |O_t − O_{t−1} moved by the pan| on the overlap of consecutive frames (0–255)."""
+    return float(np.mean([np.abs(b[:, :-step].astype(float) - a[:, step:].astype(float)).mean()
+                          for a, b in zip(frames, frames[1:])]))
+
+
+def video_figures(vgg, device: torch.device, seed: int, count: int = 12,
+                  shape: Tuple[int, int] = (192, 256), step: int = 3) -> Dict:
+    """The video case: a `count`-frame pan of `shape` over examples/skyline.jpg moving `step` px
+    a frame, styled as The Starry Night (examples/) one frame at a time with `analogy` and as a
+    video (analogy.video.VideoAnalogy), same seed: the temporal error of each, and the time per
+    frame after the first; after a warm-up run, so compiling is not counted."""
+    from analogy.video import VideoAnalogy
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    photo = np.asarray(Image.open(examples / "skyline.jpg").convert("RGB"))
+    style = np.asarray(Image.open(examples / "starry_night.jpg").convert("RGB"))
+    frames = pan(photo, count, shape, step)
+    config = analogy.AnalogyConfig(seed=seed, device=str(device))
+    run_analogy(frames[0], style, config, vgg)  # warm-up
+    figures: Dict = {"frames": count, "shape": list(shape), "step_px": step}
+    for name in ("one_by_one", "video"):
+        stylise = VideoAnalogy(style, config, vgg)
+        outputs, seconds = [], []
+        for frame in frames:
+            t0 = time.perf_counter()
+            outputs.append(run_analogy(frame, stylise.style, config, vgg).a_prime
+                           if name == "one_by_one" else stylise(frame))
+            seconds.append(time.perf_counter() - t0)
+        figures[name] = {"temporal_error": temporal_error(outputs, step),
+                         "first_frame_s": seconds[0],
+                         "later_frames_s": float(np.mean(seconds[1:]))}
+    single, video = figures["one_by_one"], figures["video"]
+    figures["error_ratio"] = video["temporal_error"] / single["temporal_error"]
+    figures["time_ratio"] = video["later_frames_s"] / single["later_frames_s"]
+    print(f"\n== video: {count} frames of {shape[1]}×{shape[0]}, a pan of {step} px a frame "
+          "over skyline.jpg, styled as The Starry Night")
+    for name, row in (("one by one", single), ("video", video)):
+        print(f"   {name:10s}: temporal error {row['temporal_error']:.2f} | first frame "
+              f"{row['first_frame_s']:.1f} s | later frames {row['later_frames_s']:.2f} s each")
+    print(f"   video / one by one: temporal error {figures['error_ratio']:.3f}× (target ≤ 0.35), "
+          f"time per later frame {figures['time_ratio']:.2f}× (target ≤ 0.5)")
+    return figures
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pair", nargs="+", default=["painting"],
@@ -553,7 +616,18 @@ def main(argv: Optional[List[str]] = None) -> None:
                              "workers (at the first of --sizes; needs the ray extra)")
     parser.add_argument("--large", action="store_true",
                         help="instead: the 12-MP case of the full-resolution synthesis (see above)")
+    parser.add_argument("--video", action="store_true",
+                        help="instead: the video case (a 12-frame 256×192 pan, one by one and as "
+                             "a video: temporal error and time per frame)")
     args = parser.parse_args(argv)
+    if args.video:
+        device = resolve_device(args.device)
+        print(f"analogy {analogy.__version__}, torch {torch.__version__}, device {device}, "
+              f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
+        figures = video_figures(load_vgg(args.weights, str(device)), device, args.seed)
+        if args.json:
+            args.json.write_text(json.dumps({"device": str(device), "video": figures}, indent=2))
+        return
     if args.large:
         device = resolve_device(args.device)
         print(f"analogy {analogy.__version__}, torch {torch.__version__}, device {device}, "

@@ -27,9 +27,11 @@ working size (the ratio of the two wall times), and the same photo with eilean_d
 (2720×1812) in photo mode: time per stage, peak RSS, block seams and fine detail of A′ and B.
 
 `--video` measures the video case: a 12-frame 256×192 camera pan moving 3 px a frame across
-examples/skyline.jpg, styled as The Starry Night, made one frame at a time with `analogy` and as a
-video (`analogy.video`), same seed: the temporal error (mean |O_t − O_{t−1} moved by the pan| on
-the overlap) and the time per frame after the first, each and as video / one-by-one ratios.
+examples/skyline.jpg, styled as The Starry Night, made one frame at a time with `analogy`, with
+each part of the warm start (VIDEO_ROWS) and as a video (`analogy.video`), same seed: the
+temporal error (mean |O_t − O_{t−1} moved by the pan| on the overlap), the time per frame after
+the first, and the frames' mean style and structure scores, with the ratios to one by one. With
+`--manifest`, the same for a pan over each pair's A in its B′'s look (one by one and as a video).
 
 Printed and written to JSON per size:
   * quality scores of the result (analogy.metrics): style CX(A′, B′), CX(B, A) and structure;
@@ -543,42 +545,85 @@ def temporal_error(frames: List[np.ndarray], step: int) -> float:
                           for a, b in zip(frames, frames[1:])]))
 
 
-def video_figures(vgg, device: torch.device, seed: int, count: int = 12,
-                  shape: Tuple[int, int] = (192, 256), step: int = 3) -> Dict:
-    """The video case: a `count`-frame pan of `shape` over examples/skyline.jpg moving `step` px
-    a frame, styled as The Starry Night (examples/) one frame at a time with `analogy` and as a
-    video (analogy.video.VideoAnalogy), same seed: the temporal error of each, and the time per
-    frame after the first; after a warm-up run, so compiling is not counted."""
+#: The video case's rows: how each frame after the first starts. "one by one": as a single image
+#: (`analogy` per frame); the others with analogy.video: "carried NNFs" (the NNFs carried along
+#: the flow, the deconvolutions from the single image's start, the full iterations), "+ carried
+#: deconvolutions" (their variables carried too, full iterations) and "video" (both, with the
+#: fewer iterations of a warm frame: the default).
+VIDEO_ROWS = ("one by one", "carried NNFs", "+ carried deconvolutions", "video")
+
+
+def video_frames(vgg, frames: List[np.ndarray], style: np.ndarray, config, row: str
+                 ) -> Tuple[List[np.ndarray], List[float]]:
+    """The frames made as `row` of VIDEO_ROWS says, and the seconds each took."""
+    from analogy import temporal
     from analogy.video import VideoAnalogy
 
-    examples = Path(__file__).resolve().parents[1] / "examples"
-    photo = np.asarray(Image.open(examples / "skyline.jpg").convert("RGB"))
-    style = np.asarray(Image.open(examples / "starry_night.jpg").convert("RGB"))
-    frames = pan(photo, count, shape, step)
-    config = analogy.AnalogyConfig(seed=seed, device=str(device))
-    run_analogy(frames[0], style, config, vgg)  # warm-up
-    figures: Dict = {"frames": count, "shape": list(shape), "step_px": step}
-    for name in ("one_by_one", "video"):
-        stylise = VideoAnalogy(style, config, vgg)
-        outputs, seconds = [], []
+    if row in ("carried NNFs", "+ carried deconvolutions"):  # a warm frame's full iterations
+        config = config.replace(video_iterations=config.iterations[0],
+                                video_deconv_iterations=config.deconv_iterations,
+                                video_synthesis_rounds=config.synthesis_rounds)
+    stylise = VideoAnalogy(style, config, vgg)
+    carry_variable = temporal.Continuity.variable
+    if row == "carried NNFs":
+        temporal.Continuity.variable = lambda self, key, direction, fresh: fresh
+    outputs, seconds = [], []
+    try:
         for frame in frames:
             t0 = time.perf_counter()
             outputs.append(run_analogy(frame, stylise.style, config, vgg).a_prime
-                           if name == "one_by_one" else stylise(frame))
+                           if row == "one by one" else stylise(frame))
             seconds.append(time.perf_counter() - t0)
-        figures[name] = {"temporal_error": temporal_error(outputs, step),
-                         "first_frame_s": seconds[0],
-                         "later_frames_s": float(np.mean(seconds[1:]))}
-    single, video = figures["one_by_one"], figures["video"]
-    figures["error_ratio"] = video["temporal_error"] / single["temporal_error"]
-    figures["time_ratio"] = video["later_frames_s"] / single["later_frames_s"]
-    print(f"\n== video: {count} frames of {shape[1]}×{shape[0]}, a pan of {step} px a frame "
-          "over skyline.jpg, styled as The Starry Night")
-    for name, row in (("one by one", single), ("video", video)):
-        print(f"   {name:10s}: temporal error {row['temporal_error']:.2f} | first frame "
-              f"{row['first_frame_s']:.1f} s | later frames {row['later_frames_s']:.2f} s each")
-    print(f"   video / one by one: temporal error {figures['error_ratio']:.3f}× (target ≤ 0.35), "
-          f"time per later frame {figures['time_ratio']:.2f}× (target ≤ 0.5)")
+    finally:
+        temporal.Continuity.variable = carry_variable
+    return outputs, seconds
+
+
+def video_figures(vgg, device: torch.device, seed: int, photo: Optional[np.ndarray] = None,
+                  style: Optional[np.ndarray] = None, rows=VIDEO_ROWS, count: int = 12,
+                  shape: Tuple[int, int] = (192, 256), step: int = 3, name: str = "") -> Dict:
+    """The video case: a `count`-frame pan of `shape` over `photo` (default examples/skyline.jpg)
+    moving `step` px a frame, styled as `style` (default The Starry Night, examples/), made as
+    each of `rows` (VIDEO_ROWS), same seed: the temporal error, the time per frame, the mean
+    style and structure scores of the frames (analogy.metrics) and, against one by one, the
+    ratios; after a warm-up run, so compiling is not counted."""
+    from analogy.metrics import contextual_similarity, structure_distance
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    if photo is None:
+        photo = np.asarray(Image.open(examples / "skyline.jpg").convert("RGB"))
+        style = np.asarray(Image.open(examples / "starry_night.jpg").convert("RGB"))
+        name = "skyline.jpg → The Starry Night"
+    frames = pan(photo, count, shape, step)
+    config = analogy.AnalogyConfig(seed=seed, device=str(device))
+    run_analogy(frames[0], style, config, vgg)  # warm-up
+    figures: Dict = {"pair": name, "frames": count, "shape": list(shape), "step_px": step}
+    print(f"\n== video: {count} frames of {shape[1]}×{shape[0]}, a pan of {step} px a frame, "
+          f"{name}")
+    for row in rows:
+        outputs, seconds = video_frames(vgg, frames, style, config, row)
+        figures[row] = {
+            "temporal_error": temporal_error(outputs, step), "first_frame_s": seconds[0],
+            "later_frames_s": float(np.mean(seconds[1:])),
+            "style": float(np.mean([contextual_similarity(o, style) for o in outputs])),
+            "structure": float(np.mean([structure_distance(o, f)
+                                        for o, f in zip(outputs, frames)]))}
+    base = figures[rows[0]]
+    for row in rows:
+        r = figures[row]
+        ratios = ("" if row == rows[0] else
+                  f" | ×{r['temporal_error'] / base['temporal_error']:.3f} error, "
+                  f"×{r['later_frames_s'] / base['later_frames_s']:.2f} time, style "
+                  f"{100 * (r['style'] / base['style'] - 1):+.1f} %, structure "
+                  f"{100 * (r['structure'] / base['structure'] - 1):+.1f} %")
+        print(f"   {row:24s}: temporal error {r['temporal_error']:5.2f} | first frame "
+              f"{r['first_frame_s']:.1f} s | later frames {r['later_frames_s']:.2f} s each"
+              + ratios)
+    if "video" in figures and rows[0] == "one by one":
+        figures["error_ratio"] = figures["video"]["temporal_error"] / base["temporal_error"]
+        figures["time_ratio"] = figures["video"]["later_frames_s"] / base["later_frames_s"]
+        print(f"   video / one by one: temporal error {figures['error_ratio']:.3f}× (target ≤ "
+              f"0.35), time per later frame {figures['time_ratio']:.2f}× (target ≤ 0.5)")
     return figures
 
 
@@ -617,14 +662,28 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--large", action="store_true",
                         help="instead: the 12-MP case of the full-resolution synthesis (see above)")
     parser.add_argument("--video", action="store_true",
-                        help="instead: the video case (a 12-frame 256×192 pan, one by one and as "
-                             "a video: temporal error and time per frame)")
+                        help="instead: the video case (a 12-frame 256×192 pan, one by one, with "
+                             "each part of the warm start, and as a video: temporal error, time "
+                             "per frame, scores); with --manifest, each pair's A panned in its "
+                             "B′'s look, one by one and as a video")
     args = parser.parse_args(argv)
     if args.video:
         device = resolve_device(args.device)
         print(f"analogy {analogy.__version__}, torch {torch.__version__}, device {device}, "
               f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}")
-        figures = video_figures(load_vgg(args.weights, str(device)), device, args.seed)
+        vgg = load_vgg(args.weights, str(device))
+        if args.manifest:  # each pair's A panned, in its B′'s look; one by one and as a video
+            figures = [video_figures(vgg, device, args.seed, *load_pair(p.a, p.b_prime),
+                                     rows=("one by one", "video"), name=p.name)
+                       for p in read_manifest(args.manifest)]
+            for key in ("error_ratio", "time_ratio"):
+                print(f"mean {key}: {np.mean([f[key] for f in figures]):.3f}")
+            for key in ("style", "structure"):
+                change = [f["video"][key] / f["one by one"][key] - 1 for f in figures]
+                print(f"mean {key} of the video's frames against one by one: "
+                      f"{100 * np.mean(change):+.1f} %")
+        else:
+            figures = video_figures(vgg, device, args.seed)
         if args.json:
             args.json.write_text(json.dumps({"device": str(device), "video": figures}, indent=2))
         return

@@ -83,7 +83,7 @@ def main() -> None:
     print(f"one by one: {single_s:.0f} s, flicker {flicker(single):.1f}; analogy video: "
           f"{video_s:.0f} s (with its start-up and the encode), flicker {flicker(video):.1f}")
     rows = [("input", frames), ("one by one", single), ("analogy video", video)]
-    diffs = [("|Δ| one by one", single), ("|Δ| video", video)]
+    diffs = [("|difference| one by one", single), ("|difference| video", video)]
     h, w = SIZE
     label = 18
     sheet = Image.new("RGB", (len(SHOWN) * w, (len(rows) + len(diffs)) * (h + label)), "white")
@@ -98,10 +98,10 @@ def main() -> None:
             d = np.abs(images[t].astype(int) - images[t - 1].astype(int)).mean(-1)
             picture = np.clip(d * 3, 0, 255).astype(np.uint8)
             sheet.paste(Image.fromarray(picture).convert("RGB"), (c * w, r * (h + label) + label))
-            draw.text((c * w + 4, r * (h + label) + 3), f"{name}, frame {t + 1} − {t}",
+            draw.text((c * w + 4, r * (h + label) + 3), f"{name}, frames {t} and {t + 1}",
                       fill="black")
         draw.text((4, r * (h + label) + label + 4), f"{name}:\nmean over the clip\n"
-                  f"{flicker(images):.1f} (×3 shown)", fill="black")
+                  f"{flicker(images):.1f} (shown x3)", fill="black")
     sheet.save(ROOT / "examples" / "video_strip.jpg", quality=88)
 
 

@@ -251,3 +251,18 @@ def test_a_folder_of_another_jobs_frames_is_not_resumed_with_other_options(tmp_p
                                                    str(out), "--size", "64"]),
                           "other inputs or options")
     assert {p.name: p.read_bytes() for p in out.glob("*.png")} == before
+
+
+@pytest.mark.slow
+def test_a_cut_starts_afresh(vgg, style):
+    """After a cut to another picture, the frame is what it would be as the first frame."""
+    config = AnalogyConfig(size=48)
+    pan = pan_frames(2)
+    other = np.asarray(Image.open(image_path("carcassonne.jpg")).convert("RGB").resize((W, H)))
+    stylise = VideoAnalogy(style, config, vgg)
+    stylise(pan[0])
+    stylise(pan[1])
+    assert stylise.continuity.warm
+    after_cut = stylise(other)
+    assert not stylise.continuity.warm
+    assert np.array_equal(after_cut, VideoAnalogy(style, config, vgg)(other))

@@ -541,9 +541,12 @@ def web_job_options(weights: str = "caffe", device: str = "auto"):
 @click.option("--keep", type=click.FloatRange(min=0), default=60, show_default=True,
               help="Minutes a finished job's files are kept.")
 @click.option("--max-upload", type=click.FloatRange(min=0, min_open=True), default=25,
-              show_default=True, help="Largest image upload, in MB.")
+              show_default=True, help="Largest image or video upload, in MB.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=25_000_000, show_default=True,
-              help="Largest image, in pixels.")
+              help="Largest image or video frame, in pixels.")
+@click.option("--max-frames", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Most frames in an uploaded video (a clip instead of A: every frame in B′'s "
+                   "look, as `analogy video` makes it).")
 @click.option("--weights", default="caffe", show_default=True,
               help="VGG19 weights: caffe (embedded), torchvision (downloads once), or a state-dict "
                    "path.")
@@ -552,7 +555,8 @@ def web_job_options(weights: str = "caffe", device: str = "auto"):
                    "each), else the CPU.")
 @_one_line_errors
 def serve(host: str, port: int, data: Optional[str], workers: Optional[int], capacity: int,
-          keep: float, max_upload: float, max_pixels: int, weights: str, device: str) -> None:
+          keep: float, max_upload: float, max_pixels: int, max_frames: int, weights: str,
+          device: str) -> None:
     """A local web app and HTTP API: drop A and B′ on a page, follow the job, download the results.
 
     \b
@@ -575,7 +579,7 @@ def serve(host: str, port: int, data: Optional[str], workers: Optional[int], cap
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     options = web_job_options(weights, device)
-    limits = Limits(upload_bytes=int(max_upload * 1e6), pixels=max_pixels)
+    limits = Limits(upload_bytes=int(max_upload * 1e6), pixels=max_pixels, frames=max_frames)
     queue = JobQueue(Path(data) if data else None, weights, device, workers, capacity, keep * 60)
 
     def announce(url: str) -> None:

@@ -1,8 +1,9 @@
 """The page of `analogy serve` in a real browser: Debian's Chromium, driven by Playwright, against a
 server this test starts on a free port. A bad file shows its reason; two images uploaded and run
 give A′ and B on the page, and the A′ downloaded from it has the command line's bytes; a second job,
-queued behind the first, is cancelled from its own page. Chromium missing is a failure, not a skip:
-`apt-get install chromium` (.ci/run does it).
+queued behind the first, is cancelled from its own page; a clip dropped as A comes back as a video
+that plays on the page. Chromium missing is a failure, not a skip: `apt-get install chromium`
+(.ci/run does it).
 
 With ANALOGY_WEB_SCREENSHOT=path, the finished page's screenshot is also saved there (the README's
 examples/web_page.jpg is made so)."""
@@ -21,7 +22,7 @@ from playwright.sync_api import expect, sync_playwright
 import cli
 
 from .conftest import image_path
-from .test_serve import start_server
+from .test_serve import CLIP_FRAMES, CLIP_H, CLIP_W, gradient_clip, start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 OPTIONS = {"size": "96", "seed": "7"}
@@ -107,6 +108,28 @@ def test_page_runs_a_job_end_to_end(server, tmp_path):
             target = os.environ.get("ANALOGY_WEB_SCREENSHOT")
             if target:
                 page.screenshot(path=target, full_page=True, type="jpeg", quality=82)
+
+            # a clip as A: it plays in the drop zone, and its stylised frames play as a video
+            page.click("text=New job")
+            page.set_input_files("input[name=a]", str(gradient_clip(tmp_path / "clip.mp4")))
+            expect(page.locator(".drop[data-slot=a] video")).to_be_visible()
+            page.set_input_files("input[name=bprime]", str(b))
+            page.fill("#opt-size", "48")
+            page.click("#run")
+            expect(page).to_have_url(re.compile(r"/jobs/[A-Za-z0-9_-]{24}$"))
+            expect(page.locator("#job-meta")).to_contain_text(f"video of {CLIP_FRAMES} frames")
+            expect(page.locator("#job-state")).to_have_text("done")
+            result = page.locator("figure[data-file='A_prime.mp4'] video")
+            expect(result).to_be_visible()
+            # it plays: Chromium decodes the H.264, and its time goes on
+            assert result.evaluate("v => v.play().then(() => null, (e) => String(e))") is None
+            page.wait_for_function("v => v.currentTime > 0 || v.error", arg=result.element_handle())
+            assert result.evaluate("v => [v.error && v.error.code, v.videoWidth, v.videoHeight]") \
+                == [None, CLIP_W, CLIP_H]
+            expect(page.locator("#download-zip")).to_have_attribute(
+                "href", re.compile(r"/files/A_prime\.mp4$"))
+            expect(page.locator("#progress-stage")).to_have_text(re.compile(r"^Done in \d"))
+            page.screenshot(path=str(tmp_path / "video_page.png"), full_page=True)
             assert not elsewhere, f"the page loaded from elsewhere: {elsewhere}"
             assert not errors, errors
         finally:

@@ -1,7 +1,8 @@
 """`analogy serve`'s HTTP API: a whole job with the command line's bytes, the bad-input battery and
 the limits before any work, file names that cannot leave a job's folder, unknown ids, a full queue,
-cancellation, expiry, and the command itself stopped by SIGTERM or Ctrl-C. Waits are on observable
-state (a job's state, a folder, a line), never fixed sleeps."""
+cancellation, expiry, a video job (a clip in, its frames followed, the stylised clip out) and its
+refusals, and the command itself stopped by SIGTERM or Ctrl-C. Waits are on observable state (a
+job's state, a folder, a line), never fixed sleeps."""
 from __future__ import annotations
 
 import io
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from fractions import Fraction
 from pathlib import Path
 
 import httpx2
@@ -26,6 +28,7 @@ from PIL import Image
 
 import cli
 from analogy import AnalogyConfig
+from analogy.video_io import describe
 from analogy.web.app import EXAMPLES, STATIC, Limits, create_app
 from analogy.web.jobs import ID_PATTERN, MARKER, JobQueue
 
@@ -392,8 +395,10 @@ def test_form_and_openapi_follow_the_command_line(make_server):
     schema = client.get("/openapi.json").json()
     body = (schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]
             ["schema"])
-    assert (body["required"] == ["a", "bprime"]
+    # A as an image (a) or a clip (video)
+    assert (body["required"] == ["bprime"] and {"a", "video"} <= set(body["properties"])
             and body["properties"]["blend_level"]["enum"] == ["1", "2", "3"])
+    assert form["limits"]["frames"] == Limits().frames and form["video"] is True
     assert {"get", "delete"} <= set(schema["paths"]["/api/jobs/{job_id}"])
     assert "/api/jobs/{job_id}/files/{name}" in schema["paths"]
 
@@ -461,3 +466,146 @@ def test_serve_stops_cleanly_on_sigterm_and_ctrl_c(tmp_path, inputs, sig, status
     assert "analogy serve: stopped" in err and "Traceback" not in err, err
     # the job's folder and the lock are gone
     assert sorted(p.name for p in data.iterdir()) == ["keep.txt"]
+
+
+#: The clip of the video tests: a moving gradient, small and quick.
+CLIP_FRAMES, CLIP_W, CLIP_H, CLIP_RATE = 5, 96, 64, 12
+
+
+def gradient_clip(path: Path, frames: int = CLIP_FRAMES, w: int = CLIP_W, h: int = CLIP_H,
+                  rate: int = CLIP_RATE) -> Path:
+    """An H.264 (yuv420p) .mp4 of a colour gradient moving 3 px a frame to the right."""
+    import av
+
+    y, x = np.mgrid[0:h, 0:w]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for t in range(frames):
+            shifted = (x - 3 * t) % w
+            rgb = np.stack([shifted * 255 // (w - 1), y * 255 // (h - 1),
+                            255 - (shifted + y) * 255 // (w + h - 2)], -1).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_bytes(tmp_path_factory) -> bytes:
+    return gradient_clip(tmp_path_factory.mktemp("clip") / "clip.mp4").read_bytes()
+
+
+def post_video(client, clip: bytes, b: bytes, name: str = "clip.mp4", **fields):
+    return client.post("/api/jobs", files={"video": (name, clip), "bprime": ("b.png", b)},
+                       data={k: str(v) for k, v in fields.items()})
+
+
+def test_a_video_job_follows_its_frames_and_gives_the_stylised_clip(make_server, inputs,
+                                                                   clip_bytes, tmp_path):
+    client, queue = make_server()
+    assert client.get("/api/form").json()["video"] is True
+    response = post_video(client, clip_bytes, inputs[1], size=48, seed=5)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["kind"] == "video" and job["options"] == {"size": 48, "seed": 5}
+    assert {k: job["inputs"]["a"][k] for k in ("name", "width", "height", "frames", "rate")} == {
+        "name": "clip.mp4", "width": CLIP_W, "height": CLIP_H, "frames": CLIP_FRAMES,
+        "rate": CLIP_RATE}
+    seen = []
+
+    def state():
+        job = client.get(f"/api/jobs/{response.json()['id']}").json()
+        seen.append(job["progress"])
+        return job if job["state"] in ("done", "failed") else None
+
+    job = wait_for(state, what="the video job to finish")
+    assert job["state"] == "done", job["error"]
+    # the frames done, as they came: never back, and all of them at the end
+    done = [p["frames_done"] for p in seen]
+    assert done == sorted(done) and done[-1] == CLIP_FRAMES
+    assert all(p["frames"] == CLIP_FRAMES and p["steps"] == CLIP_FRAMES + 1 for p in seen)
+    assert job["progress"]["fraction"] == 1.0 and len(job["frame_seconds"]) == CLIP_FRAMES
+    assert job["files"] == ["A_video.mp4", "A.png", "B_prime.png", "A_prime.mp4", "analogy.json"]
+
+    served = client.get(f"/api/jobs/{job['id']}/files/A_prime.mp4")
+    assert served.status_code == 200 and served.headers["content-type"] == "video/mp4"
+    (tmp_path / "out.mp4").write_bytes(served.content)
+    made = describe(tmp_path / "out.mp4")
+    assert (made.count, made.shape, made.rate) == (CLIP_FRAMES, (CLIP_H, CLIP_W),
+                                                   Fraction(CLIP_RATE))
+    first = Image.open(io.BytesIO(client.get(f"/api/jobs/{job['id']}/files/A.png").content))
+    assert first.size == (CLIP_W, CLIP_H)
+    record = client.get(f"/api/jobs/{job['id']}/files/analogy.json").json()
+    assert record["kind"] == "video" and record["A"]["frames"] == CLIP_FRAMES
+    assert record["command"] == ("analogy video A_video.mp4 B_prime.png -o A_prime.mp4 --size 48 "
+                                 "--seed 5 --weights caffe --device auto")
+    # nothing left of the frames' work folder; image jobs go on as before
+    assert sorted(p.name for p in (queue.data / job["id"]).iterdir()) == sorted(
+        [MARKER, *job["files"]])
+    assert post(client, *inputs).json()["kind"] == "image"
+
+
+def test_cancelling_a_running_video_job_stops_it_at_the_next_frame(make_server, inputs,
+                                                                  clip_bytes, caplog):
+    caplog.set_level(logging.INFO, logger="analogy.web")
+    client, queue = make_server()
+    job_id = post_video(client, clip_bytes, inputs[1], size=48).json()["id"]
+    wait_for(lambda: client.get(f"/api/jobs/{job_id}").json()["progress"]["frames_done"] >= 1,
+             what="the first frame")
+    assert client.delete(f"/api/jobs/{job_id}").status_code == 204
+    wait_for(lambda: not (queue.data / job_id).exists(), what="the cancelled job's folder to go")
+    stopped = wait_for(lambda: [r.getMessage() for r in caplog.records
+                                if "cancelled at step" in r.getMessage()],
+                       what="the worker to stop")
+    step, steps = map(int, re.search(r"step (\d+) of (\d+)", stopped[0]).groups())
+    assert step < steps == CLIP_FRAMES + 1, stopped  # stopped between frames, before the encode
+    assert not list(queue.data.rglob("A_prime.mp4"))
+
+
+def test_bad_clips_are_refused_with_one_line_before_any_work(make_server, inputs, clip_bytes):
+    client, queue = make_server(started=False)
+
+    def refused(response, status: int, detail: str) -> None:
+        assert response.status_code == status, response.text
+        assert response.json()["detail"] == detail and "\n" not in detail
+
+    refused(post_video(client, b"this is not a video\n", inputs[1], name="notes.txt"), 422,
+            "A (notes.txt): not a video file that can be read (MP4, MKV, WebM, MOV, …)")
+    refused(post_video(client, inputs[0], inputs[1], name="photo.png"), 422,
+            "A (photo.png): an image, not a video; A must be a video file")
+    refused(client.post("/api/jobs", files={"a": ("a.png", inputs[0]),
+                                            "video": ("clip.mp4", clip_bytes),
+                                            "bprime": ("b.png", inputs[1])}), 422,
+            "send A as an image (file field 'a') or as a clip (file field 'video'), not both")
+    refused(post_video(client, clip_bytes, b"no picture"), 422,
+            "B′ (b.png): not an image file that can be read (PNG, JPEG, …)")
+    assert job_folders(queue.data) == []
+    # a clip is served back by its extension's type: never one that a browser shows as a page
+    job = post_video(client, clip_bytes, inputs[1], name="clip.html").json()
+    assert job["inputs"]["a"]["name"] == "clip.html" and job["files"][0] == "A_video.video"
+    served = client.get(f"/api/jobs/{job['id']}/files/A_video.video")
+    assert served.content == clip_bytes and "html" not in served.headers["content-type"]
+    client, queue = make_server(started=False, limits=Limits(frames=4))
+    refused(post_video(client, clip_bytes, inputs[1]), 413,
+            f"A (clip.mp4): {CLIP_FRAMES} frames, over this server's limit of 4; send a shorter "
+            "clip")
+    assert job_folders(queue.data) == []
+    client, queue = make_server(started=False, limits=Limits(pixels=5_000))
+    refused(post_video(client, clip_bytes, _png_bytes(np.zeros((64, 64, 3), np.uint8))), 413,
+            "A (clip.mp4): its frames are 96×64, 6,144 pixels, over this server's limit of 5,000; "
+            "downscale it first")
+    assert job_folders(queue.data) == []
+
+
+def test_a_server_without_the_video_extra_says_so(make_server, inputs, clip_bytes, monkeypatch):
+    import analogy.web.app as web_app
+
+    monkeypatch.setattr(web_app, "_video_unavailable",
+                        lambda: "video needs PyAV and OpenCV: pip install 'analogy[video]'")
+    client, queue = make_server(started=False)
+    assert client.get("/api/form").json()["video"] is False
+    response = post_video(client, clip_bytes, inputs[1])
+    assert response.status_code == 501
+    assert response.json()["detail"] == ("this server cannot take clips: video needs PyAV and "
+                                         "OpenCV: pip install 'analogy[video]'")
+    assert job_folders(queue.data) == [] and post(client, *inputs).status_code == 202

@@ -4,9 +4,14 @@ threads, and each job's folder under the server's data folder.
 A job is two checked images and a configuration made by the command line's own option handling (see
 JobOptions). A worker thread runs it with the pipeline's public API and writes, all or nothing, what
 `analogy A B -o OUT --save-nnf --save-flow --save-confidence` writes, with the same bytes, beside
-the inputs as analysed, a record of inputs and options, and a zip of everything. Jobs live in
-memory: a server that stops removes their folders, and one that starts removes what a killed one
-left.
+the inputs as analysed, a record of inputs and options, and a zip of everything.
+
+A video job is a checked clip (kept as uploaded, with its first frame as A.png) and a style image:
+the worker runs `analogy.video.video` on them, as `analogy video CLIP B -o A_prime.mp4` does, with
+its own loaded VGG19, and reports the frames done as they come.
+
+Jobs live in memory: a server that stops removes their folders, and one that starts removes what a
+killed one left.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import secrets
 import shlex
@@ -28,8 +34,9 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import click
 import numba
@@ -52,7 +59,7 @@ from ..image_io import (
 )
 from ..kernels import resolve_device
 from ..pairs import Pair, outcome_of
-from ..pipeline import progress_steps, run_analogy
+from ..pipeline import progress_steps, run_analogy, working_size
 from ..results import result_files
 
 log = logging.getLogger("analogy.web")
@@ -62,6 +69,9 @@ log = logging.getLogger("analogy.web")
 INPUT_A, INPUT_B = "A.png", "B_prime.png"
 #: The record of what made a job's files, and the zip of all of them.
 RECORD, ARCHIVE = "analogy.json", "analogy.zip"
+#: A video job's clip as uploaded is this name with the upload's extension (A_video.mp4); its result
+#: is an H.264 MP4, which browsers play.
+VIDEO_STEM, VIDEO_RESULT = "A_video", "A_prime.mp4"
 #: Marks a folder as a job's, so that clearing what a killed server left touches nothing else.
 MARKER = ".analogy-job"
 #: Job ids: secrets.token_urlsafe(18), 144 random bits.
@@ -151,6 +161,21 @@ class InputImage:
     rgb: np.ndarray
 
 
+@dataclass(frozen=True)
+class InputVideo:
+    """An uploaded clip, checked: its file name, its bytes' digest, the file (in the folder of the
+    job to be, see JobQueue.new_folder), what open_clip found in it, and its first frame."""
+
+    name: str
+    sha256: str
+    path: Path
+    frames: int
+    shape: Tuple[int, int]  # (H, W)
+    rate: Optional[Fraction]
+    audio: bool
+    first: np.ndarray
+
+
 def image_size(data: bytes) -> Tuple[int, int]:
     """An image file's (width, height) from its header, without decoding it; (0, 0) when it
     cannot be read (decode says why)."""
@@ -183,7 +208,7 @@ class Job:
 
     id: str
     folder: Path
-    inputs: Dict[str, dict]  # "a", "bprime" → name, sha256, width, height
+    inputs: Dict[str, dict]  # "a", "bprime" → name, sha256, width, height (a clip: frames, …)
     options: Dict[str, Any]  # the fields given
     command: List[str]  # the command-line options given (see JobOptions.command_line)
     config: AnalogyConfig
@@ -198,21 +223,30 @@ class Job:
     files: List[str] = field(default_factory=lambda: [INPUT_A, INPUT_B])
     summary: Dict[str, Any] = field(default_factory=dict)  # working sizes and timings, once done
     cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    kind: str = "image"  # or "video"
+    video: str = ""  # a video job's clip, as uploaded (A_video.mp4, …)
+    frames_done: int = 0  # a video job's frames finished so far
 
     @property
     def steps(self) -> int:
-        """How many progress steps the job's analogy reports (the scales depend on the sizes)."""
+        """How many progress steps the job's analogy reports (the scales depend on the sizes); for
+        a video, one per frame and the encode."""
         a, b = self.inputs["a"], self.inputs["bprime"]
+        if self.kind == "video":
+            return a["frames"] + 1
         return progress_steps(self.config, (a["height"], a["width"]), (b["height"], b["width"]))
 
     def view(self, position: Optional[int] = None) -> dict:
         """The job as the API shows it; `position` is the number of jobs ahead of a queued one."""
         steps = self.steps
         done = steps if self.state == "done" else max(0, self.step - 1)
+        progress = {"step": self.step, "steps": steps, "stage": self.stage,
+                    "fraction": done / steps}
+        if self.kind == "video":
+            progress.update(frames_done=self.frames_done, frames=self.inputs["a"]["frames"])
         return {
-            "id": self.id, "state": self.state, "url": f"/jobs/{self.id}",
-            "progress": {"step": self.step, "steps": steps, "stage": self.stage,
-                         "fraction": done / steps},
+            "id": self.id, "kind": self.kind, "state": self.state, "url": f"/jobs/{self.id}",
+            "progress": progress,
             "queue_position": position, "error": self.error, "warnings": self.warnings,
             "inputs": self.inputs, "options": self.options, "files": self.files, **self.summary,
             "created": _iso(self.created), "started": _iso(self.started),
@@ -350,14 +384,18 @@ class JobQueue:
             return result.timings
 
         try:
-            outcome = outcome_of(Pair(job.folder / INPUT_A, job.folder / INPUT_B, job.folder), work)
+            outcome = outcome_of(Pair(job.folder / INPUT_A, job.folder / INPUT_B, job.folder),
+                                 (lambda: self._run_video(job, vgg, device)) if job.kind == "video"
+                                 else work)
         except Cancelled:
             outcome = None
         with self._lock:
             # removed from the queue meanwhile: its folder is ours to remove
             gone = job.cancelled.is_set()
             if not gone:
-                job.state, job.error, job.finished = outcome.status, outcome.error, time.time()
+                # messages name the job's files, not where the server keeps them
+                error = outcome.error and outcome.error.replace(f"{job.folder}{os.sep}", "")
+                job.state, job.error, job.finished = outcome.status, error, time.time()
                 self._durations.append(job.finished - job.started)
         if gone:
             shutil.rmtree(job.folder, ignore_errors=True)
@@ -367,16 +405,64 @@ class JobQueue:
         else:
             log.info("job %s done in %.1f s", job.id, outcome.seconds)
 
+    def _run_video(self, job: Job, vgg, device: Optional[str]) -> Dict[str, float]:
+        """A video job's work: every frame of its clip in B′'s look, into VIDEO_RESULT, with the
+        frames done and the time left in its progress."""
+        from ..video import video
+
+        if job.cancelled.is_set():
+            raise Cancelled()
+        config = job.config if device is None else job.config.replace(device=device)
+        frames = job.inputs["a"]["frames"]
+        began = time.perf_counter()
+        encoding: List[float] = []
+
+        def progress(line: str) -> None:  # a line after each frame, and one before the encode
+            if job.cancelled.is_set():
+                raise Cancelled()
+            if line.startswith("frame "):
+                job.frames_done += 1
+                left = line.partition(", about ")[2]
+                job.step = job.frames_done + 1
+                job.stage = (f"frame {job.step} of {frames}" + (f", about {left}" if left else "")
+                             if job.frames_done < frames else "encoding the video")
+            elif line.startswith("encoding "):
+                job.step, job.stage = frames + 1, "encoding the video"
+                encoding.append(time.perf_counter())
+
+        job.step, job.stage = 1, f"frame 1 of {frames}"
+        result = video(job.folder / job.video, job.folder / INPUT_B, job.folder / VIDEO_RESULT,
+                       config, progress=progress, vgg=vgg)
+        if job.cancelled.is_set():
+            raise Cancelled()
+        end = time.perf_counter()
+        seconds = result.seconds
+        timings = {"first_frame": seconds[0], "frames": sum(seconds),
+                   "encoding": end - (encoding[0] if encoding else end), "total": end - began}
+        if len(seconds) > 1:
+            timings["later_frames"] = sum(seconds[1:]) / (len(seconds) - 1)
+        a = job.inputs["a"]
+        h, w = working_size((a["height"], a["width"]), config)
+        job.summary = {"working_sizes": {"a": [w, h]},
+                       "timings": {k: round(v, 3) for k, v in timings.items()},
+                       "frame_seconds": [round(s, 3) for s in seconds]}
+        write_files_atomically({job.folder / RECORD: self._record(job, config).encode("utf-8")})
+        job.files = [job.video, INPUT_A, INPUT_B, VIDEO_RESULT, RECORD]
+        return timings
+
     def _record(self, job: Job, config: AnalogyConfig) -> str:
         options = dataclasses.asdict(config)
         options.pop("device")
-        record = {"analogy": __version__, "A": job.inputs["a"], "B′": job.inputs["bprime"],
+        server = ["--weights", self.weights, "--device", job.config.device]
+        command = (["analogy", "video", job.video, INPUT_B, "-o", VIDEO_RESULT, *job.command,
+                    *server] if job.kind == "video"
+                   else ["analogy", INPUT_A, INPUT_B, "-o", "OUT", *job.command, "--save-nnf",
+                         "--save-flow", "--save-confidence", *server])
+        record = {"analogy": __version__, **({"kind": "video"} if job.kind == "video" else {}),
+                  "A": job.inputs["a"], "B′": job.inputs["bprime"],
                   "options_given": job.options, "options": options,
                   "device": str(resolve_device(config.device)),
-                  "command": shlex.join(["analogy", INPUT_A, INPUT_B, "-o", "OUT", *job.command,
-                                         "--save-nnf", "--save-flow", "--save-confidence",
-                                         "--weights", self.weights, "--device", job.config.device]),
-                  **job.summary, "created": _iso(job.created)}
+                  "command": shlex.join(command), **job.summary, "created": _iso(job.created)}
         return json.dumps(record, indent=1, ensure_ascii=False) + "\n"
 
     def _janitor(self) -> None:
@@ -395,20 +481,37 @@ class JobQueue:
         mean = sum(self._durations) / len(self._durations) if self._durations else 30.0
         return max(1, math.ceil(mean * max(1, len(self._waiting)) / len(self.devices)))
 
-    def submit(self, a: InputImage, b: InputImage, options: Dict[str, Any], command: List[str],
-               config: AnalogyConfig, warnings: List[str]) -> Job:
-        """A new queued job for these checked inputs; QueueFull when every place is taken."""
-        if self.full() or self._closed:
-            raise QueueFull(self.retry_after())
-        job_id = secrets.token_urlsafe(18)
-        folder = self.data / job_id
+    def new_folder(self) -> Path:
+        """A new job's folder (named by its id, marked), for an upload to be checked in before the
+        job is submitted; the caller removes it if no job takes it."""
+        folder = self.data / secrets.token_urlsafe(18)
         folder.mkdir()
         (folder / MARKER).touch()
-        write_files_atomically({folder / INPUT_A: png_bytes(a.rgb),
+        return folder
+
+    def submit(self, a: Union[InputImage, InputVideo], b: InputImage, options: Dict[str, Any],
+               command: List[str], config: AnalogyConfig, warnings: List[str]) -> Job:
+        """A new queued job for these checked inputs (A an image, or a clip already in the folder
+        of new_folder, which makes it a video job); QueueFull when every place is taken."""
+        video = isinstance(a, InputVideo)
+        if self.full() or self._closed:
+            if video:
+                shutil.rmtree(a.path.parent, ignore_errors=True)
+            raise QueueFull(self.retry_after())
+        folder = a.path.parent if video else self.new_folder()
+        job_id = folder.name
+        first = a.first if video else a.rgb
+        write_files_atomically({folder / INPUT_A: png_bytes(first),
                                 folder / INPUT_B: png_bytes(b.rgb)})
-        inputs = {key: {"name": image.name, "sha256": image.sha256, "width": image.rgb.shape[1],
-                        "height": image.rgb.shape[0]} for key, image in (("a", a), ("bprime", b))}
+        inputs = {key: {"name": image.name, "sha256": image.sha256, "width": rgb.shape[1],
+                        "height": rgb.shape[0]}
+                  for key, image, rgb in (("a", a, first), ("bprime", b, b.rgb))}
         job = Job(job_id, folder, inputs, options, command, config, warnings)
+        if video:
+            rate = None if a.rate is None else float(a.rate)
+            inputs["a"].update(frames=a.frames, rate=rate, audio=a.audio)
+            job.kind, job.video = "video", a.path.name
+            job.files = [job.video, INPUT_A, INPUT_B]
         with self._lock:
             accepted = not self.full() and not self._closed
             if accepted:
@@ -418,7 +521,8 @@ class JobQueue:
         if not accepted:
             shutil.rmtree(folder, ignore_errors=True)
             raise QueueFull(self.retry_after())
-        log.info("job %s queued: A %s, B′ %s", job_id, a.name, b.name)
+        log.info("job %s queued: A %s%s, B′ %s", job_id, a.name,
+                 f" ({a.frames} frames)" if video else "", b.name)
         return job
 
     def get(self, job_id: str) -> Optional[Tuple[Job, Optional[int]]]:

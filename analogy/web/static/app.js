@@ -5,6 +5,9 @@ const $ = (selector) => document.querySelector(selector);
 const POLL_MS = 400;
 const HISTORY_KEY = "analogy.jobs";
 const STATE_WORDS = { queued: "queued", running: "running", done: "done", failed: "failed", gone: "not found" };
+// A file for A that goes to the server as a clip (the field `video`): by its type, else its name.
+const VIDEO_NAME = /\.(mp4|m4v|mkv|webm|mov|avi|mpe?g|ogv)$/i;
+const VIDEO_ACCEPT = "image/*,video/*,.mp4,.m4v,.mkv,.webm,.mov";
 
 let form = null;          // GET /api/form: fields, limits, examples
 let shownJob = null;      // id of the job on display
@@ -21,6 +24,9 @@ function el(tag, attrs = {}, ...children) {
   for (const child of children) if (child) node.append(child);
   return node;
 }
+
+function isVideo(file) { return !!file && (file.type.startsWith("video/") || VIDEO_NAME.test(file.name)); }
+function capitalised(text) { return text.replace(/^./, (c) => c.toUpperCase()); }
 
 function megabytes(n) { return `${+(n / 1e6).toPrecision(3)} MB`; }
 function fileSize(n) { return n < 1e6 ? `${Math.max(1, Math.round(n / 1e3))} KB` : megabytes(n); }
@@ -64,12 +70,24 @@ function fieldInput(field) {
 function showFile(slot, file) {
   const drop = document.querySelector(`.drop[data-slot="${slot}"]`);
   const img = drop.querySelector("img");
-  if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+  const video = drop.querySelector("video");  // A's drop only: a clip plays there, muted
+  for (const media of [img, video]) if (media && media.src.startsWith("blob:")) URL.revokeObjectURL(media.src);
+  const moving = !!video && isVideo(file);
   drop.classList.toggle("filled", !!file);
   drop.querySelector(".hint").hidden = !!file;
-  img.hidden = !file;
-  img.src = file ? URL.createObjectURL(file) : "";
-  drop.querySelector(".filename").textContent = file ? `${file.name} · ${fileSize(file.size)}` : "";
+  img.hidden = !file || moving;
+  img.src = file && !moving ? URL.createObjectURL(file) : "";
+  if (video) {
+    video.hidden = !moving;
+    if (moving) {
+      video.src = URL.createObjectURL(file);
+      video.play().catch(() => { /* a format this browser cannot play: the name says what it is */ });
+    } else {
+      video.removeAttribute("src");
+      video.load();
+    }
+  }
+  drop.querySelector(".filename").textContent = file ? `${file.name} · ${fileSize(file.size)}${moving ? " · video" : ""}` : "";
 }
 
 function setFile(slot, file) {
@@ -116,12 +134,16 @@ async function submitJob(event) {
   const data = new FormData();
   for (const [slot, label] of [["a", "A"], ["bprime", "B′"]]) {
     const file = document.querySelector(`input[name="${slot}"]`).files[0];
-    if (!file) return showFormError(`Choose an image for ${label}.`);
+    if (!file) return showFormError(slot === "a" && form.video ? "Choose an image or a video for A." : `Choose an image for ${label}.`);
+    const video = slot === "a" && isVideo(file);
+    if (video && !form.video) {
+      return showFormError(`A (${file.name}): this server cannot take videos (its video extra is not installed); choose an image`);
+    }
     if (file.size > form.limits.upload_bytes) {
       return showFormError(`${label} (${file.name}): ${megabytes(file.size)}, over this server's limit of ` +
-        `${megabytes(form.limits.upload_bytes)}; send a smaller image`);
+        `${megabytes(form.limits.upload_bytes)}; send a smaller ${video ? "clip" : "image"}`);
     }
-    data.append(slot, file, file.name);
+    data.append(video ? "video" : slot, file, file.name);
   }
   for (const field of form.fields) {
     const input = document.getElementById(`opt-${field.name}`);
@@ -196,6 +218,11 @@ const MAIN_FIGURES = [
 ];
 const FLOW_FIGURES = [["flow_ab.png", "Flow A → B′", "where each pixel of A lies in B′"],
   ["flow_ba.png", "Flow B′ → A", "where each pixel of B′ lies in A"]];
+// A video job: its clip's first frame, the style, and the stylised clip, playable.
+const VIDEO_FIGURES = [
+  ["A.png", "A", "the clip's first frame"], ["B_prime.png", "B′", "appearance"],
+  ["A_prime.mp4", "A′", "the clip in B′'s look"],
+];
 const CONFIDENCE_FIGURES = [["confidence_ab.png", "Confidence A", "white: A → B′ → A returns"],
   ["confidence_ba.png", "Confidence B′", "white: B′ → A → B′ returns"]];
 
@@ -203,10 +230,15 @@ function fileUrl(id, name) { return `/api/jobs/${id}/files/${name}`; }
 
 function figure(id, job, [name, title, what]) {
   const ready = job.files.includes(name);
+  const moving = name.endsWith(".mp4");
   const frame = el("div", { class: "frame" });
-  if (ready) frame.append(el("img", { src: fileUrl(id, name), alt: title, "data-file": name }));
+  if (ready && moving) {
+    frame.append(el("video", { src: fileUrl(id, name), controls: true, loop: true, playsinline: true,
+      preload: "metadata", "aria-label": title, "data-file": name }));
+  } else if (ready) frame.append(el("img", { src: fileUrl(id, name), alt: title, "data-file": name }));
   else frame.textContent = job.state === "failed" ? "not made" : "in progress";
-  return el("figure", { class: ready ? null : "pending", "data-file": name }, frame,
+  const classes = [moving ? "wide" : "", ready ? "" : "pending"].filter(Boolean).join(" ");
+  return el("figure", { class: classes || null, "data-file": name }, frame,
     el("figcaption", {}, el("b", { text: title }),
       ready ? el("a", { href: fileUrl(id, name), download: name, text: "download" }) : el("span"),
       el("span", { class: "what", text: what })));
@@ -224,7 +256,19 @@ function describeOptions(options) {
   return parts.length ? parts.join(", ") : "default options";
 }
 
+function videoSummary(job) {
+  const a = job.inputs.a;
+  const t = job.timings;
+  const sizes = job.working_sizes;
+  if (!t || !sizes) return "";
+  return `Clip ${a.width}×${a.height}, ${a.frames} frames at ${+a.rate.toFixed(2)} fps${a.audio ? " with sound" : ""}; ` +
+    `working size ${sizes.a[0]}×${sizes.a[1]}; first frame ${t.first_frame.toFixed(1)} s` +
+    (t.later_frames !== undefined ? `, then ${t.later_frames.toFixed(1)} s a frame` : "") +
+    `; encoding ${t.encoding.toFixed(1)} s.`;
+}
+
 function renderJob(id, job) {
+  const video = job.kind === "video";
   $("#job").hidden = false;
   $("#intro").hidden = true;
   $("#job-title").textContent = `${job.inputs.a.name} → ${job.inputs.bprime.name}`;
@@ -233,7 +277,8 @@ function renderJob(id, job) {
   badge.textContent = STATE_WORDS[job.state];
   $("#cancel").hidden = !["queued", "running"].includes(job.state);
   $("#delete").hidden = !["done", "failed"].includes(job.state);
-  $("#job-meta").textContent = `${describeOptions(job.options)} · job ${id.slice(0, 8)}…`;
+  $("#job-meta").textContent = `${video ? `video of ${job.inputs.a.frames} frames · ` : ""}` +
+    `${describeOptions(job.options)} · job ${id.slice(0, 8)}…`;
 
   const progress = $("#progress");
   progress.hidden = job.state === "failed";
@@ -241,6 +286,8 @@ function renderJob(id, job) {
   let stage = "";
   if (job.state === "queued") {
     stage = job.queue_position ? `Waiting: ${job.queue_position} job${job.queue_position > 1 ? "s" : ""} ahead` : "Waiting for a worker";
+  } else if (job.state === "running" && video) {  // the frame running, and the time left
+    stage = job.progress.stage ? capitalised(job.progress.stage) : "Starting";
   } else if (job.state === "running") {
     stage = job.progress.step ? `Step ${job.progress.step} of ${job.progress.steps}: ${job.progress.stage}` : "Starting";
   } else if (job.state === "done") {
@@ -256,19 +303,23 @@ function renderJob(id, job) {
   warnings.hidden = !job.warnings.length;
   warnings.replaceChildren(...job.warnings.map((w) => el("li", { text: w })));
 
-  renderFigures($("#figures"), id, job, MAIN_FIGURES);
+  renderFigures($("#figures"), id, job, video ? VIDEO_FIGURES : MAIN_FIGURES);
   const done = job.state === "done";
   $("#extras").hidden = !done;
-  $("#download-zip").href = fileUrl(id, "analogy.zip");
+  const download = $("#download-zip");
+  download.href = fileUrl(id, video ? "A_prime.mp4" : "analogy.zip");
+  download.textContent = video ? "Download video (MP4)" : "Download all (zip)";
+  download.setAttribute("download", video ? `analogy-${id.slice(0, 8)}.mp4` : "");
   for (const [button, box, figures] of [["#show-flow", "#flow", FLOW_FIGURES], ["#show-confidence", "#confidence", CONFIDENCE_FIGURES]]) {
-    const on = done && $(button).getAttribute("aria-pressed") === "true";
+    $(button).hidden = video;  // a video job makes A′ only
+    const on = done && !video && $(button).getAttribute("aria-pressed") === "true";
     $(box).hidden = !on;
     if (on) renderFigures($(box), id, job, figures);  // loaded on demand
   }
   const sizes = job.working_sizes;
   const stages = ["features", "patchmatch", "deconvolution", "fusion", "synthesis", "reconstruction", "refinement"]
     .filter((stage) => job.timings && stage in job.timings).map((stage) => `${stage} ${job.timings[stage].toFixed(1)} s`);
-  $("#job-summary").textContent = sizes ?
+  $("#job-summary").textContent = video ? videoSummary(job) : sizes ?
     `Inputs A ${job.inputs.a.width}×${job.inputs.a.height}, B′ ${job.inputs.bprime.width}×${job.inputs.bprime.height}; ` +
     `working sizes A ${sizes.a[0]}×${sizes.a[1]}, B′ ${sizes.bprime[0]}×${sizes.bprime[1]}; ${stages.join(", ")}.` : "";
   noteState(id, job.state);
@@ -363,7 +414,13 @@ async function start() {
     $("#examples").append(button);
   }
   $("#limits").textContent = `up to ${megabytes(form.limits.upload_bytes)} and ` +
-    `${+(form.limits.pixels / 1e6).toPrecision(3)} megapixels per image`;
+    `${+(form.limits.pixels / 1e6).toPrecision(3)} megapixels per image` +
+    (form.video ? `; videos up to ${form.limits.frames} frames` : "");
+  if (form.video) {  // A's drop takes a clip too
+    $("input[name=a]").accept = VIDEO_ACCEPT;
+    $(".drop[data-slot=a] .hint").textContent = "Drop an image or a short video here or click to choose";
+    $("#intro-video").hidden = false;
+  }
   route();
 }
 

@@ -98,6 +98,18 @@ def finished(client, job_id: str) -> dict:
     return wait_for(state, what=f"job {job_id} to finish")
 
 
+def _cancel(client, queue, caplog, job_id):
+    """DELETE a running job, wait for its folder to go and its worker to say where it stopped:
+    (step, steps, the worker's lines)."""
+    assert client.delete(f"/api/jobs/{job_id}").status_code == 204
+    wait_for(lambda: not (queue.data / job_id).exists(), what="the cancelled job's folder to go")
+    stopped = wait_for(lambda: [r.getMessage() for r in caplog.records
+                                if "cancelled at step" in r.getMessage()],
+                       what="the worker to stop")
+    step, steps = map(int, re.search(r"step (\d+) of (\d+)", stopped[0]).groups())
+    return step, steps, stopped
+
+
 def test_a_job_gives_the_command_lines_bytes(make_server, inputs, tmp_path, monkeypatch):
     # nothing may be written outside the data folder, temporaries included
     temporary = tmp_path / "tmp"
@@ -334,13 +346,8 @@ def test_cancelling_a_running_job_stops_it_and_leaves_no_file(make_server, input
     job_id = post(client, *inputs, size=96).json()["id"]
     wait_for(lambda: client.get(f"/api/jobs/{job_id}").json()["progress"]["step"] >= 2,
              what="the job's second step")
-    assert client.delete(f"/api/jobs/{job_id}").status_code == 204
+    step, steps, stopped = _cancel(client, queue, caplog, job_id)
     assert client.get(f"/api/jobs/{job_id}").status_code == 404
-    wait_for(lambda: not (queue.data / job_id).exists(), what="the cancelled job's folder to go")
-    stopped = wait_for(lambda: [r.getMessage() for r in caplog.records
-                                if "cancelled at step" in r.getMessage()],
-                       what="the worker to stop")
-    step, steps = map(int, re.search(r"step (\d+) of (\d+)", stopped[0]).groups())
     assert step < steps, stopped  # stopped at a step boundary, before the end
     assert not list(queue.data.rglob("A_prime.png"))
     after = post(client, *inputs, **SMALL).json()["id"]  # the worker goes on with the next job
@@ -552,12 +559,7 @@ def test_cancelling_a_running_video_job_stops_it_at_the_next_frame(make_server, 
     job_id = post_video(client, clip_bytes, inputs[1], size=48).json()["id"]
     wait_for(lambda: client.get(f"/api/jobs/{job_id}").json()["progress"]["frames_done"] >= 1,
              what="the first frame")
-    assert client.delete(f"/api/jobs/{job_id}").status_code == 204
-    wait_for(lambda: not (queue.data / job_id).exists(), what="the cancelled job's folder to go")
-    stopped = wait_for(lambda: [r.getMessage() for r in caplog.records
-                                if "cancelled at step" in r.getMessage()],
-                       what="the worker to stop")
-    step, steps = map(int, re.search(r"step (\d+) of (\d+)", stopped[0]).groups())
+    step, steps, stopped = _cancel(client, queue, caplog, job_id)
     assert step < steps == CLIP_FRAMES + 1, stopped  # stopped between frames, before the encode
     assert not list(queue.data.rglob("A_prime.mp4"))
 
